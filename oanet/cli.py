@@ -1,0 +1,51 @@
+"""The ``oanet`` command line. Subcommands are imported lazily so start-up stays cheap."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# name -> module under oanet.commands; order is the order shown in --help.
+COMMANDS = ("demo", "synth", "train", "evaluate", "predict", "pq")
+
+
+def build_parser() -> tuple[argparse.ArgumentParser, dict]:
+    from oanet import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="oanet",
+        description="OANet panoptic segmentation: synthetic data, training, evaluation (PQ), prediction.",
+    )
+    parser.add_argument("--version", action="version", version=f"oanet {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    modules = {}
+    for name in COMMANDS:
+        module = importlib.import_module(f"oanet.commands.{name}")
+        modules[name] = module
+        p = sub.add_parser(name, help=module.HELP, description=module.HELP)
+        module.add_arguments(p)
+    return parser, modules
+
+
+def main(argv: list[str] | None = None) -> int:
+    from oanet.errors import OANetError
+
+    parser, modules = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        return int(modules[args.command].run(args) or 0)
+    except (OANetError, FileNotFoundError) as exc:
+        # oanet's own readers raise these with the file name and the problem in the message.
+        print(f"oanet {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"oanet {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

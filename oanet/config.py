@@ -1,0 +1,301 @@
+"""Typed configuration: plain dataclasses, loadable from YAML, with ``a.b.c=value`` overrides.
+
+No registries and no magic: a YAML file mirrors the dataclass tree, an unknown key is an error that
+names it, and every default is the paper's (COCO, ResNet-50, §4.2) unless it says otherwise.
+This module imports no torch, so the CLI can parse configs cheaply.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+
+from oanet.errors import ConfigError
+
+
+@dataclass
+class BackboneConfig:
+    depth: int = 50  # ResNet-18/34/50/101
+    # torchvision weights: None (random init), a weights enum name such as "IMAGENET1K_V1" or
+    # "DEFAULT" (downloaded by torchvision when online), or the path of a local .pth state dict.
+    weights: Optional[str] = None
+    trainable_layers: int = 3  # as torchvision's Mask R-CNN: res3-res5 train, stem+res2 frozen
+    frozen_bn: bool = True  # FrozenBatchNorm2d, as torchvision's detection backbones
+    fpn_channels: int = 256
+
+
+@dataclass
+class RPNConfig:
+    anchor_sizes: tuple = (32, 64, 128, 256, 512)  # one size per FPN level P2-P6
+    aspect_ratios: tuple = (0.5, 1.0, 2.0)
+    pre_nms_top_n_train: int = 2000
+    post_nms_top_n_train: int = 2000
+    pre_nms_top_n_test: int = 1000
+    post_nms_top_n_test: int = 1000
+    nms_thresh: float = 0.7
+    fg_iou_thresh: float = 0.7
+    bg_iou_thresh: float = 0.3
+    batch_size_per_image: int = 256
+    positive_fraction: float = 0.5
+
+
+@dataclass
+class RoIHeadsConfig:
+    batch_size_per_image: int = 512
+    positive_fraction: float = 0.25
+    fg_iou_thresh: float = 0.5
+    bg_iou_thresh: float = 0.5
+    box_representation_size: int = 1024  # the two-FC box head's width
+    mask_head_channels: int = 256  # width of the four 3x3 convs of the mask head
+    score_thresh: float = 0.05
+    nms_thresh: float = 0.5
+    detections_per_img: int = 100  # paper §4.2: at most 100 boxes per image
+
+
+@dataclass
+class StuffHeadConfig:
+    # "all": every thing and stuff class (object context, paper Table 2, default);
+    # "stuff": the stuff classes plus one class for all things (as detectron2's Panoptic FPN).
+    classes: Literal["all", "stuff"] = "all"
+    channels: int = 128  # width of the per-level 3x3 convs (Fig. 3)
+    loss_weight: float = 0.25  # lambda of Eq. 1 (Table 1)
+
+
+@dataclass
+class SRMConfig:
+    enabled: bool = True
+    kernel: Literal["1x1", "3x3", "gcn7"] = "gcn7"  # Table 5; gcn7 = 1x7 + 7x1 large kernel
+    stride: int = 4  # the SRM works at 1/stride of the network input (see docs/model.md)
+    loss_weight: float = 1.0
+
+
+@dataclass
+class FusionConfig:
+    score_thresh: float = 0.5  # detections below this are not pasted (nor fed to the SRM)
+    overlap_thresh: float = 0.5  # drop an instance when less than this share of it stays visible
+    stuff_area_limit: int = 4900  # paper §4.2, at an 800-px short side; scaled by (short/800)^2
+    stuff_area_reference_size: int = 800
+
+
+@dataclass
+class ModelConfig:
+    # Filled from the dataset's categories when left at 0 (training), and stored in checkpoints.
+    num_thing_classes: int = 0
+    num_stuff_classes: int = 0
+    sharing: Literal["none", "backbone", "fpn"] = "fpn"  # Table 4; fpn = "+skip-connection"
+    min_size: tuple = (800,)  # shortest edge; several values = multi-scale training
+    max_size: int = 1333
+    pixel_mean: tuple = (0.485, 0.456, 0.406)
+    pixel_std: tuple = (0.229, 0.224, 0.225)
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    rpn: RPNConfig = field(default_factory=RPNConfig)
+    roi_heads: RoIHeadsConfig = field(default_factory=RoIHeadsConfig)
+    stuff_head: StuffHeadConfig = field(default_factory=StuffHeadConfig)
+    srm: SRMConfig = field(default_factory=SRMConfig)
+    fusion: FusionConfig = field(default_factory=FusionConfig)
+
+
+@dataclass
+class SplitConfig:
+    """One split in COCO panoptic layout."""
+
+    panoptic_json: str = ""
+    panoptic_dir: str = ""  # folder of panoptic PNGs
+    image_dir: str = ""
+    instances_json: Optional[str] = None  # COCO instances JSON (overlapping masks), optional
+
+
+@dataclass
+class DataConfig:
+    train: SplitConfig = field(default_factory=SplitConfig)
+    val: SplitConfig = field(default_factory=SplitConfig)
+    # Where thing instances for the instance branch come from: "instances" (COCO's overlapping
+    # instance masks, the paper's default; falls back to "panoptic" when no instances_json is
+    # given) or "panoptic" (non-overlapping masks cut from the panoptic PNG: Table 3 "pano-instance GT").
+    instance_source: Literal["instances", "panoptic"] = "instances"
+    hflip_prob: float = 0.5
+    num_workers: int = 2
+    aspect_ratio_grouping: bool = True
+
+
+@dataclass
+class SolverConfig:
+    base_lr: float = 0.02  # for ims_per_batch=16; linear scaling rule for other batch sizes
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    warmup_iters: int = 2000
+    warmup_factor: float = 0.1  # 0.002 -> 0.02, paper §4.2
+    steps: tuple = (60000, 80000)
+    gamma: float = 0.1
+    max_iter: int = 100000
+    ims_per_batch: int = 16  # global batch over all processes
+    amp: bool = True  # used on CUDA only
+    clip_grad_norm: float = 0.0  # 0 = off
+    checkpoint_period: int = 5000
+    log_period: int = 20
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    solver: SolverConfig = field(default_factory=SolverConfig)
+    output_dir: str = "output"
+    seed: int = 0
+    device: str = "auto"  # "auto" = cuda when available, else cpu
+
+
+# --------------------------------------------------------------------------------------------
+# dict / YAML conversion
+
+
+def to_dict(cfg: Any) -> dict:
+    """A plain, YAML/JSON-serialisable dict (tuples become lists)."""
+
+    def convert(value):
+        if dataclasses.is_dataclass(value):
+            return {f.name: convert(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        if isinstance(value, (list, tuple)):
+            return [convert(v) for v in value]
+        return value
+
+    return convert(cfg)
+
+
+def _field_types(cls) -> dict:
+    return typing.get_type_hints(cls)
+
+
+def _coerce(value: Any, annotation: Any, where: str) -> Any:
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if dataclasses.is_dataclass(annotation):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return from_dict(annotation, value, where)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(value, inner[0], where)
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{where}: {value!r} is not one of {', '.join(map(repr, args))}")
+        return value
+    if annotation is tuple or origin is tuple:
+        if isinstance(value, (int, float, str)):
+            value = [value]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        return tuple(value)
+    if annotation is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if annotation is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if annotation is str:
+        if not isinstance(value, (str, int, float)):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return str(value)
+    return value
+
+
+def from_dict(cls, data: dict, where: str = "config"):
+    """Build dataclass ``cls`` from ``data``; unknown keys and wrong types raise ConfigError."""
+    if data is None:
+        data = {}
+    types_ = _field_types(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}")
+    kwargs = {name: _coerce(value, types_[name], f"{where}.{name}") for name, value in data.items()}
+    return cls(**kwargs)
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    """Apply ``a.b.c=value`` strings (value parsed as YAML) to a nested dict, in place."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not of the form key.path=value")
+        key, raw = item.split("=", 1)
+        parts = key.strip().split(".")
+        node = data
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r}: {part} is not a section")
+        node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else ""
+    return data
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Load a YAML config (``None`` = all defaults) and apply overrides.
+
+    A file may name another with ``_base_: other.yaml`` (relative to itself); its keys are merged over
+    the base recursively. That is the only indirection: presets for ablations are a base plus a few keys.
+    """
+    data = _load_yaml_with_base(Path(path)) if path is not None else {}
+    apply_overrides(data, list(overrides or []))
+    where = str(path) if path is not None else "config"
+    return from_dict(Config, data, where)
+
+
+def _merge(base: dict, update: dict) -> dict:
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _load_yaml_with_base(path: Path, seen: tuple = ()) -> dict:
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    if path.resolve() in seen:
+        raise ConfigError(f"{path}: _base_ cycle")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping")
+    base_name = data.pop("_base_", None)
+    if base_name is None:
+        return data
+    base = _load_yaml_with_base(path.parent / base_name, seen + (path.resolve(),))
+    return _merge(base, data)
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+
+
+def diff_configs(a: dict, b: dict, prefix: str = "") -> list[str]:
+    """Human-readable differences between two config dicts (for refusing mismatched checkpoints)."""
+    lines = []
+    for key in sorted(set(a) | set(b)):
+        name = f"{prefix}{key}"
+        va, vb = a.get(key, "<absent>"), b.get(key, "<absent>")
+        if isinstance(va, dict) and isinstance(vb, dict):
+            lines += diff_configs(va, vb, name + ".")
+        elif va != vb:
+            lines.append(f"{name}: {va!r} != {vb!r}")
+    return lines

@@ -1,0 +1,193 @@
+"""Panoptic overlays: coloured segments blended over the image, outlines, class names.
+
+Pillow and numpy only (no torch, no matplotlib), so overlays can be drawn anywhere predictions can be
+read. Colouring is a table lookup over the id map, never a loop over pixels; the only Python loop is
+over segments, to place their names.
+"""
+
+from __future__ import annotations
+
+import colorsys
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+VOID_COLOR = (0, 0, 0)
+OUTLINE_COLOR = (255, 255, 255)
+TITLE_HEIGHT = 24
+
+_GOLDEN_RATIO = 0.618033988749895
+
+
+def category_color(category_id: int) -> tuple[int, int, int]:
+    """A stable, well-spread colour for a category (golden-ratio hue walk, so neighbours differ)."""
+    hue = (category_id * _GOLDEN_RATIO) % 1.0
+    # Alternate value and saturation between neighbouring ids so close hues still separate.
+    saturation = 0.65 + 0.25 * (category_id % 2)
+    value = 0.95 - 0.2 * ((category_id // 2) % 2)
+    r, g, b = colorsys.hsv_to_rgb(hue, saturation, value)
+    return int(round(r * 255)), int(round(g * 255)), int(round(b * 255))
+
+
+def instance_color(category_id: int, instance_index: int) -> tuple[int, int, int]:
+    """The category colour shifted per instance, so touching instances of one class stay apart."""
+    if instance_index == 0:
+        return category_color(category_id)
+    base = np.asarray(category_color(category_id), dtype=np.float64) / 255.0
+    h, s, v = colorsys.rgb_to_hsv(*base)
+    # Small hue steps keep the class recognisable; a varying brightness separates instances.
+    h = (h + 0.07 * ((instance_index + 1) // 2) * (1 if instance_index % 2 else -1)) % 1.0
+    v = min(1.0, max(0.35, v - 0.15 * (instance_index % 3)))
+    r, g, b = colorsys.hsv_to_rgb(h, s, v)
+    return int(round(r * 255)), int(round(g * 255)), int(round(b * 255))
+
+
+def segment_colors(segments: Sequence[Mapping], categories: Mapping[int, Mapping]) -> dict[int, tuple]:
+    """Colour of every segment id: stuff in its category colour, things varied per instance."""
+    colors: dict[int, tuple] = {}
+    seen_per_category: dict[int, int] = {}
+    for seg in segments:
+        cat_id = int(seg["category_id"])
+        isthing = bool(categories.get(cat_id, {}).get("isthing", seg.get("isthing", False)))
+        if isthing:
+            index = seen_per_category.get(cat_id, 0)
+            seen_per_category[cat_id] = index + 1
+            colors[int(seg["id"])] = instance_color(cat_id, index)
+        else:
+            colors[int(seg["id"])] = category_color(cat_id)
+    return colors
+
+
+def colorize(panoptic_ids: np.ndarray, colors: Mapping[int, tuple]) -> np.ndarray:
+    """An HxWx3 uint8 picture of an id map; ids without a colour (void, 0) are VOID_COLOR."""
+    ids = np.asarray(panoptic_ids)
+    unique, inverse = np.unique(ids, return_inverse=True)
+    table = np.array([colors.get(int(u), VOID_COLOR) for u in unique], dtype=np.uint8).reshape(-1, 3)
+    return table[inverse.reshape(ids.shape)]
+
+
+def segment_boundaries(panoptic_ids: np.ndarray, thickness: int = 1) -> np.ndarray:
+    """Boolean HxW map of pixels whose right or lower neighbour belongs to another segment."""
+    ids = np.asarray(panoptic_ids)
+    edges = np.zeros(ids.shape, dtype=bool)
+    horizontal = ids[:, 1:] != ids[:, :-1]
+    vertical = ids[1:, :] != ids[:-1, :]
+    edges[:, 1:] |= horizontal
+    edges[:, :-1] |= horizontal
+    edges[1:, :] |= vertical
+    edges[:-1, :] |= vertical
+    for _ in range(max(0, thickness - 1)):
+        grown = edges.copy()
+        grown[1:, :] |= edges[:-1, :]
+        grown[:-1, :] |= edges[1:, :]
+        grown[:, 1:] |= edges[:, :-1]
+        grown[:, :-1] |= edges[:, 1:]
+        edges = grown
+    return edges
+
+
+def segment_centroids(panoptic_ids: np.ndarray, segment_ids: Iterable[int]) -> dict[int, tuple[float, float]]:
+    """(x, y) mean pixel position of each listed segment present in the map."""
+    ids = np.asarray(panoptic_ids)
+    unique, inverse, counts = np.unique(ids, return_inverse=True, return_counts=True)
+    inverse = inverse.reshape(-1)
+    ys, xs = np.indices(ids.shape)
+    sum_x = np.bincount(inverse, weights=xs.reshape(-1), minlength=len(unique))
+    sum_y = np.bincount(inverse, weights=ys.reshape(-1), minlength=len(unique))
+    index_of = {int(u): i for i, u in enumerate(unique)}
+    centroids = {}
+    for seg_id in segment_ids:
+        i = index_of.get(int(seg_id))
+        if i is not None:
+            centroids[int(seg_id)] = (sum_x[i] / counts[i], sum_y[i] / counts[i])
+    return centroids
+
+
+def _label_text(seg: Mapping, categories: Mapping[int, Mapping], show_scores: bool) -> str:
+    cat = categories.get(int(seg["category_id"]), {})
+    text = str(cat.get("name", seg["category_id"]))
+    if show_scores and "score" in seg and seg.get("isthing", cat.get("isthing", False)):
+        text += f" {float(seg['score']):.2f}"
+    return text
+
+
+def _draw_label(draw: ImageDraw.ImageDraw, xy: tuple[float, float], text: str, font, size: tuple[int, int]) -> None:
+    left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+    w, h = right - left, bottom - top
+    # Centre the label on the centroid, kept inside the picture.
+    x = int(min(max(xy[0] - w / 2, 0), max(size[0] - w - 2, 0)))
+    y = int(min(max(xy[1] - h / 2, 0), max(size[1] - h - 2, 0)))
+    draw.rectangle((x - 1, y - 1, x + w + 1, y + h + 1), fill=(0, 0, 0))
+    draw.text((x - left, y - top), text, fill=(255, 255, 255), font=font)
+
+
+def draw_panoptic(
+    image: Image.Image | np.ndarray,
+    panoptic_ids: np.ndarray,
+    segments: Sequence[Mapping],
+    categories: Mapping[int, Mapping],
+    alpha: float = 0.55,
+    outlines: bool = True,
+    labels: bool = True,
+    show_scores: bool = False,
+    min_label_area: int = 0,
+) -> Image.Image:
+    """The image with every segment coloured (blended by ``alpha``), outlined and named.
+
+    ``panoptic_ids`` is the HxW segment-id map (0 = void), ``segments`` its segments_info entries
+    (``id``, ``category_id``, optionally ``isthing``/``score``/``area``), ``categories`` maps a COCO
+    category id to a dict with ``name`` and ``isthing``. Void pixels keep the image unchanged.
+    """
+    rgb = np.asarray(image.convert("RGB") if isinstance(image, Image.Image) else image)
+    ids = np.asarray(panoptic_ids)
+    if rgb.shape[:2] != ids.shape:
+        raise ValueError(f"image is {rgb.shape[1]}x{rgb.shape[0]} but the id map is {ids.shape[1]}x{ids.shape[0]}")
+    colors = segment_colors(segments, categories)
+    color_map = colorize(ids, colors).astype(np.float32)
+    painted = np.isin(ids, np.fromiter(colors.keys(), dtype=ids.dtype, count=len(colors)))[..., None]
+    blended = np.where(painted, (1 - alpha) * rgb.astype(np.float32) + alpha * color_map, rgb)
+    if outlines:
+        blended[segment_boundaries(ids)] = OUTLINE_COLOR
+    picture = Image.fromarray(np.clip(blended + 0.5, 0, 255).astype(np.uint8))
+    if labels and segments:
+        draw = ImageDraw.Draw(picture)
+        font = ImageFont.load_default()
+        centroids = segment_centroids(ids, colors.keys())
+        for seg in segments:
+            seg_id = int(seg["id"])
+            if seg_id not in centroids or int(seg.get("area", min_label_area)) < min_label_area:
+                continue
+            _draw_label(draw, centroids[seg_id], _label_text(seg, categories, show_scores), font, picture.size)
+    return picture
+
+
+def with_title(picture: Image.Image, title: str, height: int = TITLE_HEIGHT) -> Image.Image:
+    """The picture under a black title bar."""
+    canvas = Image.new("RGB", (picture.width, picture.height + height), (0, 0, 0))
+    canvas.paste(picture, (0, height))
+    draw = ImageDraw.Draw(canvas)
+    font = ImageFont.load_default()
+    left, top, right, bottom = draw.textbbox((0, 0), title, font=font)
+    draw.text((4 - left, (height - (bottom - top)) // 2 - top), title, fill=(255, 255, 255), font=font)
+    return canvas
+
+
+def side_by_side(panels: Sequence[tuple[str, Image.Image]], gap: int = 4) -> Image.Image:
+    """Titled pictures in a row (e.g. heuristic vs SRM order), aligned at the top."""
+    if not panels:
+        raise ValueError("side_by_side needs at least one panel")
+    titled = [with_title(picture, title) for title, picture in panels]
+    width = sum(p.width for p in titled) + gap * (len(titled) - 1)
+    height = max(p.height for p in titled)
+    canvas = Image.new("RGB", (width, height), (0, 0, 0))
+    x = 0
+    for p in titled:
+        canvas.paste(p, (x, 0))
+        x += p.width + gap
+    return canvas
+
+
+def categories_by_id(categories: Iterable[Mapping]) -> dict[int, dict]:
+    """COCO ``categories`` list -> {id: category dict}, the lookup the drawing functions take."""
+    return {int(c["id"]): dict(c) for c in categories}

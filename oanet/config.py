@@ -135,6 +135,11 @@ class SolverConfig:
     gamma: float = 0.1
     max_iter: int = 100000
     ims_per_batch: int = 16  # global batch over all processes
+    # Images one process puts through the model at once; 0 = ims_per_batch / world_size. When a
+    # process's share is larger, it accumulates gradients over chunks (same result, less memory).
+    ims_per_device: int = 0
+    # Linear scaling rule: when true, the learning rate used is base_lr * ims_per_batch / 16.
+    scale_lr_with_batch: bool = False
     amp: bool = True  # used on CUDA only
     clip_grad_norm: float = 0.0  # 0 = off
     checkpoint_period: int = 5000

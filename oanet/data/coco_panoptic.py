@@ -1,8 +1,26 @@
-"""Read and write COCO panoptic data (JSON + PNG). No torch here: ``oanet pq`` must start fast."""
+"""Read and write COCO panoptic data (JSON + PNG). No torch here: ``oanet pq`` must start fast.
+
+- ``PanopticSplit``: one split (panoptic JSON + PNG folder + image folder, optionally the COCO
+  instances JSON of the same images), validated when loaded; per-image id maps are checked against
+  their ``segments_info`` when read.
+- ``LabelSpace``: COCO category ids <-> the contiguous indices the network uses (docs/design.md).
+- ``PanopticWriter``: predictions -> PNGs + one JSON in COCO panoptic format.
+"""
 
 from __future__ import annotations
 
+import colorsys
+import contextlib
+import io
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Optional, Sequence
+
 import numpy as np
+
+from oanet.errors import DataError
 
 OFFSET = 256 * 256 * 256  # one more than the largest segment id a 24-bit PNG can hold
 VOID = 0
@@ -26,3 +44,673 @@ def id2rgb(ids: np.ndarray) -> np.ndarray:
     rgb[..., 1] = (ids >> 8) & 255
     rgb[..., 2] = (ids >> 16) & 255
     return rgb
+
+
+# --------------------------------------------------------------------------------------------
+# records
+
+
+@dataclass(frozen=True)
+class Category:
+    id: int
+    name: str
+    isthing: bool
+    color: tuple[int, int, int]
+    supercategory: str = ""
+
+    def to_dict(self) -> dict:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "isthing": int(self.isthing),
+            "color": list(self.color),
+            "supercategory": self.supercategory,
+        }
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    id: Any  # int for COCO; kept as the JSON has it
+    file_name: str
+    width: int
+    height: int
+
+    def to_dict(self) -> dict:
+        return {"id": self.id, "file_name": self.file_name, "width": self.width, "height": self.height}
+
+
+@dataclass(frozen=True, eq=False)
+class PanopticAnnotation:
+    """One image's ``segments_info`` as parallel arrays (segment order of the JSON)."""
+
+    image_id: Any
+    file_name: str  # the panoptic PNG's name
+    segment_ids: np.ndarray  # uint32 (K,)
+    category_ids: np.ndarray  # int64 (K,)
+    iscrowd: np.ndarray  # bool (K,)
+    areas: np.ndarray  # int64 (K,), as declared in the JSON
+    bboxes: np.ndarray  # float64 (K, 4), COCO [x, y, w, h] as declared
+
+    def __len__(self) -> int:
+        return len(self.segment_ids)
+
+
+# --------------------------------------------------------------------------------------------
+# colours
+
+
+def generated_color(category_id: int) -> tuple[int, int, int]:
+    """A deterministic colour for a category without one: hues spread by the golden ratio.
+
+    It depends on the id only, so a category keeps its colour whatever subset of categories a
+    split has.
+    """
+    hue = (category_id * 0.6180339887498949) % 1.0
+    saturation = (0.95, 0.6, 0.8)[category_id % 3]
+    value = (0.95, 0.7, 0.85, 0.55)[(category_id // 3) % 4]
+    r, g, b = colorsys.hsv_to_rgb(hue, saturation, value)
+    return (round(r * 255), round(g * 255), round(b * 255))
+
+
+def _distinct_colors(categories: Sequence[dict]) -> list[tuple[int, int, int]]:
+    """The JSON's colours where given, generated ones elsewhere; generated ones never repeat a used one."""
+    used = {tuple(int(c) for c in cat["color"]) for cat in categories if cat.get("color") is not None}
+    colors = []
+    for cat in categories:
+        if cat.get("color") is not None:
+            colors.append(tuple(int(c) for c in cat["color"]))
+            continue
+        color = generated_color(int(cat["id"]))
+        while color in used:  # nudge off a collision, deterministically
+            color = ((color[0] + 37) % 256, (color[1] + 91) % 256, (color[2] + 53) % 256)
+        used.add(color)
+        colors.append(color)
+    return colors
+
+
+# --------------------------------------------------------------------------------------------
+# label space
+
+
+class LabelSpace:
+    """COCO category ids <-> contiguous thing / stuff indices and stuff-branch channels.
+
+    Things sorted by COCO id get ``t = 0..T-1``, stuff ``s = 0..S-1``. The stuff branch's channel
+    space is ``"all"`` (``C = T + S``: thing t -> t, stuff s -> T + s) or ``"stuff"``
+    (``C = 1 + S``: every thing -> 0, stuff s -> 1 + s). Lookups of unknown ids raise DataError.
+    """
+
+    def __init__(self, categories: Sequence[Category]):
+        ids = [c.id for c in categories]
+        duplicates = sorted({i for i in ids if ids.count(i) > 1})
+        if duplicates:
+            raise DataError(f"label space: duplicate category id(s) {duplicates}")
+        if not categories:
+            raise DataError("label space: no categories")
+        if min(ids) < 0:
+            raise DataError(f"label space: negative category id {min(ids)}")
+        self.categories: tuple[Category, ...] = tuple(sorted(categories, key=lambda c: c.id))
+        self._by_id = {c.id: c for c in self.categories}
+        self.thing_ids = np.array([c.id for c in self.categories if c.isthing], dtype=np.int64)
+        self.stuff_ids = np.array([c.id for c in self.categories if not c.isthing], dtype=np.int64)
+        size = max(ids) + 1
+        # -1 marks "not a thing" / "not a stuff" / "unknown": lookups index these arrays directly.
+        self._known = np.zeros(size, dtype=bool)
+        self._known[ids] = True
+        self._thing_index = np.full(size, -1, dtype=np.int64)
+        self._thing_index[self.thing_ids] = np.arange(len(self.thing_ids))
+        self._stuff_index = np.full(size, -1, dtype=np.int64)
+        self._stuff_index[self.stuff_ids] = np.arange(len(self.stuff_ids))
+
+    # sizes ----------------------------------------------------------------------------------
+    @property
+    def num_things(self) -> int:
+        return len(self.thing_ids)
+
+    @property
+    def num_stuff(self) -> int:
+        return len(self.stuff_ids)
+
+    def num_channels(self, stuff_classes: str = "all") -> int:
+        _check_stuff_classes(stuff_classes)
+        return self.num_things + self.num_stuff if stuff_classes == "all" else 1 + self.num_stuff
+
+    # lookups --------------------------------------------------------------------------------
+    def category(self, category_id: int) -> Category:
+        try:
+            return self._by_id[int(category_id)]
+        except KeyError:
+            raise DataError(f"unknown category id {category_id}") from None
+
+    def check_known(self, category_ids: Iterable[int] | np.ndarray, where: str = "") -> np.ndarray:
+        """``category_ids`` as int64, or DataError naming ``where`` and the unknown ids."""
+        ids = np.asarray(category_ids, dtype=np.int64).reshape(-1)
+        inside = (ids >= 0) & (ids < len(self._known))
+        known = np.zeros(ids.shape, dtype=bool)
+        known[inside] = self._known[ids[inside]]
+        if not known.all():
+            unknown = sorted(set(ids[~known].tolist()))
+            prefix = f"{where}: " if where else ""
+            raise DataError(f"{prefix}unknown category id(s) {unknown}")
+        return ids
+
+    def is_thing(self, category_ids, where: str = "") -> np.ndarray:
+        return self.thing_index(category_ids, where) >= 0
+
+    def thing_index(self, category_ids, where: str = "") -> np.ndarray:
+        """Thing index ``0..T-1`` of each id, -1 for stuff."""
+        return self._thing_index[self.check_known(category_ids, where)]
+
+    def stuff_index(self, category_ids, where: str = "") -> np.ndarray:
+        """Stuff index ``0..S-1`` of each id, -1 for things."""
+        return self._stuff_index[self.check_known(category_ids, where)]
+
+    def channel(self, category_ids, stuff_classes: str = "all", where: str = "") -> np.ndarray:
+        """Stuff-branch channel of each category id in the given channel space."""
+        _check_stuff_classes(stuff_classes)
+        ids = self.check_known(category_ids, where)
+        thing, stuff = self._thing_index[ids], self._stuff_index[ids]
+        if stuff_classes == "all":
+            return np.where(thing >= 0, thing, self.num_things + stuff)
+        return np.where(thing >= 0, 0, 1 + stuff)
+
+    def channel_category_ids(self, stuff_classes: str = "all") -> np.ndarray:
+        """COCO category id of each stuff-branch channel (-1 for the "any thing" channel of "stuff")."""
+        _check_stuff_classes(stuff_classes)
+        if stuff_classes == "all":
+            return np.concatenate([self.thing_ids, self.stuff_ids])
+        return np.concatenate([[-1], self.stuff_ids]).astype(np.int64)
+
+    # names and colours ----------------------------------------------------------------------
+    @property
+    def thing_names(self) -> list[str]:
+        return [self._by_id[i].name for i in self.thing_ids.tolist()]
+
+    @property
+    def stuff_names(self) -> list[str]:
+        return [self._by_id[i].name for i in self.stuff_ids.tolist()]
+
+    def color(self, category_id: int) -> tuple[int, int, int]:
+        return self.category(category_id).color
+
+    # serialisation --------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        return {"categories": [c.to_dict() for c in self.categories]}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "LabelSpace":
+        return cls(parse_categories(data.get("categories", []), "label space"))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, LabelSpace) and self.categories == other.categories
+
+    def __repr__(self) -> str:
+        return f"LabelSpace(things={self.num_things}, stuff={self.num_stuff})"
+
+
+def _check_stuff_classes(stuff_classes: str) -> None:
+    if stuff_classes not in ("all", "stuff"):
+        raise ValueError(f"stuff_classes must be 'all' or 'stuff', got {stuff_classes!r}")
+
+
+# --------------------------------------------------------------------------------------------
+# JSON parsing
+
+
+def read_json(path: str | Path) -> Any:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: JSON file not found")
+    try:
+        with open(path, "rb") as f:
+            return json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: not valid JSON ({exc})") from None
+
+
+def parse_categories(raw: Any, where: str) -> list[Category]:
+    """Categories from a COCO ``categories`` list; colours generated where absent."""
+    if not isinstance(raw, list):
+        raise DataError(f"{where}: 'categories' must be a list")
+    for cat in raw:
+        if not isinstance(cat, dict) or "id" not in cat or "name" not in cat:
+            raise DataError(f"{where}: category without 'id' and 'name': {cat!r}")
+        color = cat.get("color")
+        if color is not None and (len(color) != 3 or not all(0 <= int(c) <= 255 for c in color)):
+            raise DataError(f"{where}: category {cat['id']} has a bad colour {color!r}")
+    ids = [int(cat["id"]) for cat in raw]
+    duplicates = sorted({i for i in ids if ids.count(i) > 1})
+    if duplicates:
+        raise DataError(f"{where}: duplicate category id(s) {duplicates}")
+    colors = _distinct_colors(raw)
+    return [
+        Category(
+            id=int(cat["id"]),
+            name=str(cat["name"]),
+            # instances JSONs have no isthing: every category there is a thing
+            isthing=bool(cat.get("isthing", 1)),
+            color=color,
+            supercategory=str(cat.get("supercategory", "")),
+        )
+        for cat, color in zip(raw, colors)
+    ]
+
+
+def _parse_images(raw: Any, where: str) -> list[ImageInfo]:
+    if not isinstance(raw, list):
+        raise DataError(f"{where}: 'images' must be a list")
+    images = []
+    for img in raw:
+        try:
+            info = ImageInfo(img["id"], str(img["file_name"]), int(img["width"]), int(img["height"]))
+        except (KeyError, TypeError, ValueError):
+            raise DataError(f"{where}: image entry needs id, file_name, width, height: {img!r}") from None
+        if info.width <= 0 or info.height <= 0:
+            raise DataError(f"{where}: image {info.id} has size {info.width}x{info.height}")
+        images.append(info)
+    ids = [i.id for i in images]
+    if len(set(ids)) != len(ids):
+        seen, dup = set(), []
+        for i in ids:
+            (dup.append(i) if i in seen else seen.add(i))
+        raise DataError(f"{where}: duplicate image id(s) {sorted(set(dup), key=str)[:10]}")
+    return images
+
+
+def _parse_annotation(ann: Any, where: str, known_categories: np.ndarray) -> PanopticAnnotation:
+    if not isinstance(ann, dict) or "image_id" not in ann or "segments_info" not in ann:
+        raise DataError(f"{where}: annotation without image_id and segments_info")
+    image_id = ann["image_id"]
+    here = f"{where}: image {image_id}"
+    segments = ann["segments_info"]
+    try:
+        segment_ids = np.array([s["id"] for s in segments], dtype=np.int64)
+        category_ids = np.array([s["category_id"] for s in segments], dtype=np.int64)
+    except (KeyError, TypeError, ValueError):
+        raise DataError(f"{here}: every segment needs an integer 'id' and 'category_id'") from None
+    if ((segment_ids <= 0) | (segment_ids >= OFFSET)).any():
+        raise DataError(f"{here}: segment ids must be in 1..{OFFSET - 1}, got {segment_ids.min()}..{segment_ids.max()}")
+    unique_ids, counts = np.unique(segment_ids, return_counts=True)
+    if (counts > 1).any():
+        raise DataError(f"{here}: duplicate segment id(s) {unique_ids[counts > 1].tolist()}")
+    unknown = np.setdiff1d(category_ids, known_categories)
+    if unknown.size:
+        raise DataError(f"{here}: unknown category id(s) {unknown.tolist()}")
+    bboxes = np.array([s.get("bbox", [0, 0, 0, 0]) for s in segments], dtype=np.float64).reshape(-1, 4)
+    return PanopticAnnotation(
+        image_id=image_id,
+        file_name=str(ann.get("file_name", "")),
+        segment_ids=segment_ids.astype(np.uint32),
+        category_ids=category_ids,
+        iscrowd=np.array([bool(s.get("iscrowd", 0)) for s in segments], dtype=bool),
+        areas=np.array([s.get("area", 0) for s in segments], dtype=np.int64),
+        bboxes=bboxes,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# id maps
+
+
+def segment_index_map(id_map: np.ndarray, segment_ids: np.ndarray, where: str = "") -> tuple[np.ndarray, np.ndarray]:
+    """Map each pixel's segment id to its position in ``segment_ids`` (-1 for void).
+
+    Returns ``(index HxW int64, area per segment int64)``. An id in the map that ``segment_ids``
+    does not declare raises DataError naming ``where``. One searchsorted over the image: no loop
+    over segments.
+    """
+    id_map = np.asarray(id_map)
+    segment_ids = np.asarray(segment_ids, dtype=np.int64).reshape(-1)
+    k = len(segment_ids)
+    order = np.argsort(segment_ids, kind="stable")
+    sorted_ids = segment_ids[order]
+    if k:
+        position = np.minimum(np.searchsorted(sorted_ids, id_map), k - 1)
+        found = sorted_ids[position] == id_map
+        index = np.where(found, order[position], -1)
+    else:
+        found = np.zeros(id_map.shape, dtype=bool)
+        index = np.full(id_map.shape, -1, dtype=np.int64)
+    undeclared = ~found & (id_map != VOID)
+    if undeclared.any():
+        ids = np.unique(id_map[undeclared])
+        prefix = f"{where}: " if where else ""
+        raise DataError(
+            f"{prefix}segment id(s) {ids[:10].tolist()}{' ...' if ids.size > 10 else ''} in the PNG "
+            "are not declared in segments_info"
+        )
+    areas = np.bincount(index.ravel() + 1, minlength=k + 1)[1:]
+    return index, areas
+
+
+def segment_boxes(index: np.ndarray, num_segments: int) -> np.ndarray:
+    """Pixel extent of each segment of an index map as XYXY (x2, y2 exclusive), float64 (K, 4).
+
+    A segment without pixels gets zeros. Rows and columns hit by each segment are scattered into
+    K x H and K x W tables: one pass over the pixels.
+    """
+    height, width = index.shape
+    ys, xs = np.nonzero(index >= 0)
+    labels = index[ys, xs]
+    rows = np.zeros((num_segments, height), dtype=bool)
+    cols = np.zeros((num_segments, width), dtype=bool)
+    rows[labels, ys] = True
+    cols[labels, xs] = True
+    return boxes_from_extents(rows, cols)
+
+
+def boxes_from_extents(rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """XYXY boxes (exclusive max) from per-object row/column occupancy (N x H, N x W)."""
+    present = rows.any(axis=1)
+    y1 = rows.argmax(axis=1)
+    y2 = rows.shape[1] - rows[:, ::-1].argmax(axis=1)
+    x1 = cols.argmax(axis=1)
+    x2 = cols.shape[1] - cols[:, ::-1].argmax(axis=1)
+    boxes = np.stack([x1, y1, x2, y2], axis=1).astype(np.float64)
+    boxes[~present] = 0
+    return boxes
+
+
+def xyxy_to_coco(boxes: np.ndarray) -> np.ndarray:
+    """XYXY (exclusive max) -> COCO [x, y, w, h]."""
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    return np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1)
+
+
+# --------------------------------------------------------------------------------------------
+# a split
+
+
+class PanopticSplit:
+    """One COCO panoptic split: categories, images and per-image segments, validated at load time.
+
+    ``images`` keeps the JSON's order. Every image must have exactly one panoptic annotation.
+    The optional ``instances_json`` (COCO instances, overlapping masks) is paired by image id.
+    ``categories_json`` (e.g. panopticapi's ``panoptic_coco_categories.json``) only supplies
+    colours for categories the panoptic JSON gives none.
+    """
+
+    def __init__(
+        self,
+        panoptic_json: str | Path,
+        panoptic_dir: str | Path,
+        image_dir: str | Path,
+        instances_json: Optional[str | Path] = None,
+        categories_json: Optional[str | Path] = None,
+    ):
+        self.panoptic_json = Path(panoptic_json)
+        self.panoptic_dir = Path(panoptic_dir)
+        self.image_dir = Path(image_dir)
+        self.instances_json = Path(instances_json) if instances_json else None
+        where = str(self.panoptic_json)
+
+        data = read_json(self.panoptic_json)
+        if not isinstance(data, dict) or not {"categories", "images", "annotations"} <= set(data):
+            raise DataError(f"{where}: not a COCO panoptic JSON (needs categories, images, annotations)")
+        raw_categories = data["categories"]
+        if categories_json is not None:
+            raw_categories = _with_colors_from(raw_categories, categories_json)
+        self.categories: list[Category] = parse_categories(raw_categories, where)
+        self.images: list[ImageInfo] = _parse_images(data["images"], where)
+        if not self.images:
+            raise DataError(f"{where}: the split has no images")
+        if not self.panoptic_dir.is_dir():
+            raise FileNotFoundError(f"{self.panoptic_dir}: panoptic PNG folder not found")
+        if not self.image_dir.is_dir():
+            raise FileNotFoundError(f"{self.image_dir}: image folder not found")
+
+        self._image_by_id = {img.id: img for img in self.images}
+        known = np.array(sorted(c.id for c in self.categories), dtype=np.int64)
+        self._annotations: dict[Any, PanopticAnnotation] = {}
+        for raw in data["annotations"]:
+            ann = _parse_annotation(raw, where, known)
+            if ann.image_id not in self._image_by_id:
+                raise DataError(f"{where}: annotation for unknown image id {ann.image_id}")
+            if ann.image_id in self._annotations:
+                raise DataError(f"{where}: image {ann.image_id} has more than one annotation")
+            self._annotations[ann.image_id] = ann
+        missing = [img.id for img in self.images if img.id not in self._annotations]
+        if missing:
+            raise DataError(f"{where}: {len(missing)} image(s) without annotation, e.g. {missing[:5]}")
+
+        self._coco = self._load_instances() if self.instances_json else None
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> "PanopticSplit":
+        """From a ``SplitConfig`` (anything with its attributes)."""
+        for name in ("panoptic_json", "panoptic_dir", "image_dir"):
+            if not getattr(cfg, name):
+                raise DataError(f"split config: '{name}' is not set")
+        return cls(
+            cfg.panoptic_json,
+            cfg.panoptic_dir,
+            cfg.image_dir,
+            instances_json=getattr(cfg, "instances_json", None),
+            categories_json=getattr(cfg, "categories_json", None),
+        )
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    @property
+    def has_instances(self) -> bool:
+        return self._coco is not None
+
+    def label_space(self) -> LabelSpace:
+        return LabelSpace(self.categories)
+
+    def image_info(self, image_id: Any) -> ImageInfo:
+        try:
+            return self._image_by_id[image_id]
+        except KeyError:
+            raise DataError(f"{self.panoptic_json}: no image with id {image_id!r}") from None
+
+    def annotation(self, image_id: Any) -> PanopticAnnotation:
+        self.image_info(image_id)
+        return self._annotations[image_id]
+
+    def image_path(self, image_id: Any) -> Path:
+        return self.image_dir / self.image_info(image_id).file_name
+
+    def png_path(self, image_id: Any) -> Path:
+        ann = self.annotation(image_id)
+        name = ann.file_name or Path(self.image_info(image_id).file_name).with_suffix(".png").name
+        return self.panoptic_dir / name
+
+    def aspect_ratios(self) -> list[float]:
+        """width / height of every image, in ``images`` order, from the JSON alone."""
+        return [img.width / img.height for img in self.images]
+
+    # per image --------------------------------------------------------------------------------
+    def read_id_map(self, image_id: Any) -> np.ndarray:
+        """The image's segment ids (uint32 HxW), checked for size only."""
+        from oanet.data.png_io import read_id_png  # png_io imports this module
+
+        path = self.png_path(image_id)
+        ids = read_id_png(path)
+        info = self.image_info(image_id)
+        if ids.shape != (info.height, info.width):
+            raise DataError(
+                f"{path}: PNG is {ids.shape[1]}x{ids.shape[0]} but the JSON says "
+                f"{info.width}x{info.height} for image {image_id}"
+            )
+        return ids
+
+    def load_index_map(self, image_id: Any) -> np.ndarray:
+        """Per-pixel position in the image's segments (-1 void), with the consistency checks.
+
+        Raises DataError naming the PNG for an undeclared id, a declared segment with no pixel
+        or a size mismatch.
+        """
+        path = self.png_path(image_id)
+        ann = self.annotation(image_id)
+        index, areas = segment_index_map(self.read_id_map(image_id), ann.segment_ids, str(path))
+        absent = ann.segment_ids[areas == 0]
+        if absent.size:
+            raise DataError(f"{path}: segment id(s) {absent[:10].tolist()} declared in segments_info are absent from the PNG")
+        return index
+
+    # instances --------------------------------------------------------------------------------
+    def _load_instances(self):
+        from pycocotools.coco import COCO
+
+        where = str(self.instances_json)
+        data = read_json(self.instances_json)
+        if not isinstance(data, dict) or not {"images", "annotations", "categories"} <= set(data):
+            raise DataError(f"{where}: not a COCO instances JSON (needs images, annotations, categories)")
+        instance_images = {img.id: img for img in _parse_images(data["images"], where)}
+        for img in self.images:
+            other = instance_images.get(img.id)
+            if other is None:
+                raise DataError(f"{where}: image {img.id} ({img.file_name}) of the panoptic split is missing")
+            if (other.width, other.height) != (img.width, img.height):
+                raise DataError(
+                    f"{where}: image {img.id} is {other.width}x{other.height} there but "
+                    f"{img.width}x{img.height} in {self.panoptic_json}"
+                )
+        things = {c.id for c in self.categories if c.isthing}
+        used = {a.get("category_id") for a in data["annotations"] if a.get("image_id") in self._image_by_id}
+        not_things = sorted(used - things, key=str)
+        if not_things:
+            raise DataError(f"{where}: category id(s) {not_things} are not thing categories of {self.panoptic_json}")
+        coco = COCO()
+        coco.dataset = data
+        with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
+            coco.createIndex()
+        return coco
+
+    def load_instance_masks(self, image_id: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The image's COCO instance annotations: ``(masks uint8 NxHxW, category_ids int64, iscrowd bool)``.
+
+        Polygons, RLE and uncompressed RLE are all decoded by pycocotools, in one batch.
+        """
+        if self._coco is None:
+            raise DataError(f"{self.panoptic_json}: this split has no instances_json")
+        from pycocotools import mask as mask_utils
+
+        info = self.image_info(image_id)
+        anns = self._coco.imgToAnns.get(image_id, [])
+        height, width = info.height, info.width
+        if not anns:
+            return np.zeros((0, height, width), np.uint8), np.zeros(0, np.int64), np.zeros(0, bool)
+        try:
+            rles = [self._coco.annToRLE(a) for a in anns]
+            masks = mask_utils.decode(rles)  # H x W x N, Fortran order
+        except Exception as exc:  # pycocotools raises bare Exceptions / TypeErrors on bad segmentations
+            raise DataError(f"{self.instances_json}: image {image_id}: cannot decode a segmentation ({exc})") from None
+        masks = np.ascontiguousarray(masks.transpose(2, 0, 1))
+        if masks.shape[1:] != (height, width):
+            raise DataError(f"{self.instances_json}: image {image_id}: an RLE has size {masks.shape[1:]} not {(height, width)}")
+        category_ids = np.array([a["category_id"] for a in anns], dtype=np.int64)
+        iscrowd = np.array([bool(a.get("iscrowd", 0)) for a in anns], dtype=bool)
+        return masks, category_ids, iscrowd
+
+
+def _with_colors_from(raw_categories: list, categories_json: str | Path) -> list:
+    colors = {int(c["id"]): c.get("color") for c in read_json(categories_json) if isinstance(c, dict) and "id" in c}
+    return [cat if cat.get("color") is not None else {**cat, "color": colors.get(int(cat["id"]))} for cat in raw_categories]
+
+
+# --------------------------------------------------------------------------------------------
+# writing predictions
+
+
+class PanopticWriter:
+    """Write predictions in COCO panoptic format: one PNG per image, one JSON at the end.
+
+    ``add`` computes each segment's area and bbox from the id map, drops declared segments with
+    no pixel (the PQ evaluator rejects them) and refuses ids in the map that no segment declares.
+    ``close`` writes the JSON atomically (temporary file + ``os.replace``), so a crashed run never
+    leaves a truncated JSON. Use as a context manager, or call ``close()``.
+    """
+
+    def __init__(self, json_path: str | Path, png_dir: str | Path, categories: Sequence[Category] | LabelSpace):
+        self.json_path = Path(json_path)
+        self.png_dir = Path(png_dir)
+        if isinstance(categories, LabelSpace):
+            categories = categories.categories
+        self.categories = list(categories)
+        self._known = np.array(sorted(c.id for c in self.categories), dtype=np.int64)
+        self.images: list[dict] = []
+        self.annotations: list[dict] = []
+        self._png_names: set[str] = set()
+        self.png_dir.mkdir(parents=True, exist_ok=True)
+
+    def add(self, image: ImageInfo | dict, id_map: np.ndarray, segments: Sequence[dict]) -> dict:
+        """Write the PNG of one image and return its annotation (``segments_info`` recomputed)."""
+        info = image.to_dict() if isinstance(image, ImageInfo) else dict(image)
+        image_id = info["id"]
+        png_name = Path(info["file_name"]).with_suffix(".png").name
+        where = f"prediction for image {image_id} ({png_name})"
+        id_map = np.asarray(id_map)
+        if id_map.ndim != 2:
+            raise ValueError(f"{where}: id map must be 2-D, got shape {id_map.shape}")
+        if "height" in info and id_map.shape != (info["height"], info["width"]):
+            raise ValueError(f"{where}: id map is {id_map.shape[1]}x{id_map.shape[0]}, image is {info['width']}x{info['height']}")
+        if id_map.size and (id_map.min() < 0 or id_map.max() >= OFFSET):
+            raise ValueError(f"{where}: segment ids must be in 0..{OFFSET - 1}")
+        if png_name in self._png_names:
+            raise ValueError(f"{where}: {png_name} was already written")
+
+        segment_ids = np.array([s["id"] for s in segments], dtype=np.int64)
+        category_ids = np.array([s["category_id"] for s in segments], dtype=np.int64)
+        unique, counts = np.unique(segment_ids, return_counts=True)
+        if (counts > 1).any():
+            raise ValueError(f"{where}: duplicate segment id(s) {unique[counts > 1].tolist()}")
+        if (segment_ids == VOID).any():
+            raise ValueError(f"{where}: segment id 0 is reserved for void")
+        unknown = np.setdiff1d(category_ids, self._known)
+        if unknown.size:
+            raise ValueError(f"{where}: unknown category id(s) {unknown.tolist()}")
+
+        index, areas = segment_index_map(id_map, segment_ids, where)
+        boxes = xyxy_to_coco(segment_boxes(index, len(segment_ids)))
+        segments_info = [
+            {
+                "id": int(segment_ids[k]),
+                "category_id": int(category_ids[k]),
+                "area": int(areas[k]),
+                "bbox": [int(v) for v in boxes[k]],
+                "iscrowd": 0,
+            }
+            for k in np.flatnonzero(areas > 0)
+        ]
+        from oanet.data.png_io import write_id_png
+
+        write_id_png(self.png_dir / png_name, id_map.astype(np.uint32))
+        self._png_names.add(png_name)
+        annotation = {"image_id": image_id, "file_name": png_name, "segments_info": segments_info}
+        self.images.append(info)
+        self.annotations.append(annotation)
+        return annotation
+
+    def close(self) -> Path:
+        """Write the JSON (categories, images, annotations) atomically; returns its path."""
+        data = {
+            "info": {"description": "oanet panoptic predictions"},
+            "images": self.images,
+            "annotations": self.annotations,
+            "categories": [c.to_dict() for c in self.categories],
+        }
+        write_json_atomic(self.json_path, data)
+        return self.json_path
+
+    def __enter__(self) -> "PanopticWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+
+
+def write_json_atomic(path: str | Path, data: Any) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "w") as f:
+            json.dump(data, f)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()

@@ -30,12 +30,11 @@ def category_color(category_id: int) -> tuple[int, int, int]:
     return int(round(r * 255)), int(round(g * 255)), int(round(b * 255))
 
 
-def instance_color(category_id: int, instance_index: int) -> tuple[int, int, int]:
-    """The category colour shifted per instance, so touching instances of one class stay apart."""
+def instance_color(base: Sequence[int], instance_index: int) -> tuple[int, int, int]:
+    """The category colour ``base`` shifted per instance, so touching instances of one class stay apart."""
     if instance_index == 0:
-        return category_color(category_id)
-    base = np.asarray(category_color(category_id), dtype=np.float64) / 255.0
-    h, s, v = colorsys.rgb_to_hsv(*base)
+        return tuple(int(c) for c in base)
+    h, s, v = colorsys.rgb_to_hsv(*(np.asarray(base, dtype=np.float64) / 255.0))
     # Small hue steps keep the class recognisable; a varying brightness separates instances.
     h = (h + 0.07 * ((instance_index + 1) // 2) * (1 if instance_index % 2 else -1)) % 1.0
     v = min(1.0, max(0.35, v - 0.15 * (instance_index % 3)))
@@ -44,18 +43,22 @@ def instance_color(category_id: int, instance_index: int) -> tuple[int, int, int
 
 
 def segment_colors(segments: Sequence[Mapping], categories: Mapping[int, Mapping]) -> dict[int, tuple]:
-    """Colour of every segment id: stuff in its category colour, things varied per instance."""
+    """Colour of every segment id: stuff in its category colour, things varied per instance.
+
+    A category's colour is its ``color`` entry (COCO panoptic JSONs carry one) or ``category_color``.
+    """
     colors: dict[int, tuple] = {}
     seen_per_category: dict[int, int] = {}
     for seg in segments:
         cat_id = int(seg["category_id"])
-        isthing = bool(categories.get(cat_id, {}).get("isthing", seg.get("isthing", False)))
-        if isthing:
+        category = categories.get(cat_id, {})
+        base = tuple(category["color"]) if category.get("color") is not None else category_color(cat_id)
+        if bool(category.get("isthing", seg.get("isthing", False))):
             index = seen_per_category.get(cat_id, 0)
             seen_per_category[cat_id] = index + 1
-            colors[int(seg["id"])] = instance_color(cat_id, index)
+            colors[int(seg["id"])] = instance_color(base, index)
         else:
-            colors[int(seg["id"])] = category_color(cat_id)
+            colors[int(seg["id"])] = base
     return colors
 
 

@@ -47,6 +47,9 @@ def test_instances_of_one_class_get_different_colours_and_stuff_its_category_col
     assert colors[11] != colors[13]  # two persons
     assert colors[11] != colors[12]  # person vs tie
     assert colors[7] == viz.category_color(10)
+    # A category's own colour (COCO JSONs carry one) wins over the generated palette.
+    coloured = {**CATEGORIES, 10: {**CATEGORIES[10], "color": [1, 2, 3]}}
+    assert viz.segment_colors(segments, coloured)[7] == (1, 2, 3)
     # Deterministic: the same input always gives the same colours.
     assert viz.segment_colors(segments, CATEGORIES) == colors
 

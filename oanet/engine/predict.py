@@ -1,0 +1,254 @@
+"""Panoptic prediction on image files and folders: COCO panoptic PNG + JSON and overlay pictures.
+
+Layout of ``out_dir`` for one order (``--order srm`` or ``score``)::
+
+    panoptic.json                COCO panoptic: images, annotations (segments_info), categories
+    panoptic/<name>.png          segment ids as RGB (id = R + 256 G + 256^2 B)
+    overlays/<name>.jpg          segments coloured over the image, outlined and named
+
+With ``--order both`` the PNGs and JSON of each order go to ``score_order/`` and ``srm_order/`` and
+each overlay shows the heuristic and the SRM result side by side.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Iterable, Optional, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from oanet.config import Config
+from oanet.errors import DataError
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+ORDERS = ("score", "srm")
+ORDER_TITLES = {"score": "heuristic (detection-score order)", "srm": "SRM (ranking-score order)"}
+
+
+# --------------------------------------------------------------------------------------------
+# inputs
+
+
+def list_images(inputs: Sequence[str | Path]) -> list[Path]:
+    """Image files named directly or found (non-recursively, sorted) in the named folders."""
+    if not inputs:
+        raise DataError("no input images given")
+    found: list[Path] = []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            files = sorted(p for p in item.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+            if not files:
+                raise DataError(f"{item}: folder holds no images ({', '.join(IMAGE_EXTENSIONS)})")
+            found += files
+        elif item.is_file():
+            found.append(item)
+        else:
+            raise FileNotFoundError(f"{item}: no such image or folder")
+    return found
+
+
+def load_image(path: Path) -> torch.Tensor:
+    """RGB float32 3xHxW in 0..1; DataError names the file when it is not a readable image."""
+    try:
+        with Image.open(path) as img:
+            array = np.array(img.convert("RGB"))
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise DataError(f"{path}: not a readable image ({exc})") from None
+    return torch.from_numpy(array).permute(2, 0, 1).float().div_(255.0)
+
+
+def unique_output_names(paths: Sequence[Path]) -> list[str]:
+    """File stems to name each image's outputs by; repeated stems get a ``_2``, ``_3``... suffix."""
+    names, used = [], set()
+    for path in paths:
+        name, k = path.stem, 1
+        while name in used:
+            k += 1
+            name = f"{path.stem}_{k}"
+        used.add(name)
+        names.append(name)
+    return names
+
+
+class ImageListDataset(torch.utils.data.Dataset):
+    """Images by path with their COCO ``image_id`` and ``file_name`` (the PNG is named after it).
+
+    A file that cannot be read does not raise inside a DataLoader worker (where the message would be
+    buried in a traceback): the sample carries the error and the consumer raises it as one line.
+    """
+
+    def __init__(self, paths: Sequence[Path], image_ids: Sequence[int], file_names: Sequence[str]):
+        self.paths = [Path(p) for p in paths]
+        self.image_ids = list(image_ids)
+        self.file_names = list(file_names)
+
+    @classmethod
+    def from_paths(cls, paths: Sequence[Path]) -> "ImageListDataset":
+        names = unique_output_names(paths)
+        return cls(paths, range(1, len(paths) + 1), [n + p.suffix for n, p in zip(names, paths)])
+
+    @classmethod
+    def from_panoptic_json(
+        cls, panoptic_json: Path, image_dir: Path, max_images: Optional[int] = None
+    ) -> "ImageListDataset":
+        """The images a COCO panoptic JSON annotates, with its ids and the PNG names it uses."""
+        try:
+            data = json.loads(Path(panoptic_json).read_text())
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{panoptic_json}: not valid JSON ({exc})") from None
+        if "images" not in data or "annotations" not in data:
+            raise DataError(f"{panoptic_json}: not a COCO panoptic JSON (needs 'images' and 'annotations')")
+        images = sorted(data["images"], key=lambda img: img["id"])
+        if max_images is not None:
+            images = images[: max(0, max_images)]
+        if not images:
+            raise DataError(f"{panoptic_json}: no images to evaluate")
+        return cls(
+            [Path(image_dir) / img["file_name"] for img in images],
+            [img["id"] for img in images],
+            [img["file_name"] for img in images],
+        )
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int):
+        info = {"image_id": self.image_ids[index], "file_name": self.file_names[index], "path": str(self.paths[index])}
+        try:
+            return load_image(self.paths[index]), info
+        except (DataError, FileNotFoundError) as exc:
+            return None, {**info, "error": str(exc)}
+
+
+def image_record(image: torch.Tensor, info: dict) -> dict:
+    """The COCO ``images`` entry of a loaded image."""
+    return {"id": info["image_id"], "file_name": info["file_name"], "height": image.shape[-2], "width": image.shape[-1]}
+
+
+def collate_images(batch: list) -> tuple[list, list]:
+    """Images differ in size, so a batch stays a list; a sample that failed to load raises here."""
+    for _, info in batch:
+        if "error" in info:
+            raise DataError(info["error"])
+    return [image for image, _ in batch], [info for _, info in batch]
+
+
+# --------------------------------------------------------------------------------------------
+# fusion of one model output
+
+
+def fuse_both_orders(output: dict, label_space, cfg: Config) -> dict:
+    """``{"score": (ids, segments), "srm": (ids, segments)}`` for one image's model output.
+
+    The stuff branch's CxHxW probabilities are reduced to labels on their own device; only the two
+    HxW id maps come back to the CPU (as numpy int32).
+    """
+    from oanet.model.fusion import fuse_orders
+
+    fused = fuse_orders(output, label_space, cfg.model.fusion)
+    return {order: (ids.cpu().numpy().astype(np.int32), segments) for order, (ids, segments) in fused.items()}
+
+
+def with_score_thresh(cfg: Config, score_thresh: Optional[float]) -> Config:
+    """``cfg`` with ``model.fusion.score_thresh`` replaced (None keeps the config's)."""
+    if score_thresh is None:
+        return cfg
+    if not 0.0 <= score_thresh <= 1.0:
+        raise ValueError(f"score threshold must be in [0, 1], got {score_thresh}")
+    fusion = dataclasses.replace(cfg.model.fusion, score_thresh=float(score_thresh))
+    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, fusion=fusion))
+
+
+# --------------------------------------------------------------------------------------------
+# prediction
+
+
+def predict(
+    model,
+    cfg: Config,
+    label_space,
+    inputs: Sequence[str | Path],
+    out_dir: str | Path,
+    order: str = "srm",
+    score_thresh: Optional[float] = None,
+    batch_size: int = 1,
+    num_workers: int = 0,
+    overlays: bool = True,
+    progress: bool = True,
+) -> dict:
+    """Predict every image in ``inputs`` (files or folders) and write PNGs, JSON and overlays.
+
+    ``order`` is ``"srm"``, ``"score"`` or ``"both"``. Returns ``{"images": n, "panoptic_json":
+    {order: path}, "overlay_dir": path or None}``.
+    """
+    from tqdm import tqdm
+
+    from oanet import viz
+    from oanet.data.coco_panoptic import PanopticWriter
+
+    if order not in ("srm", "score", "both"):
+        raise ValueError(f"order must be 'srm', 'score' or 'both', got {order!r}")
+    orders = ORDERS if order == "both" else (order,)
+    cfg = with_score_thresh(cfg, score_thresh)
+    paths = list_images(inputs)
+    dataset = ImageListDataset.from_paths(paths)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    category_lookup = viz.categories_by_id(c.to_dict() for c in label_space.categories)
+    writers = {}
+    for o in orders:
+        folder = out_dir / f"{o}_order" if order == "both" else out_dir
+        writers[o] = PanopticWriter(folder / "panoptic.json", folder / "panoptic", label_space)
+    overlay_dir = out_dir / "overlays"
+    if overlays:
+        overlay_dir.mkdir(exist_ok=True)
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=collate_images
+    )
+    device = next(model.parameters()).device
+    model.eval()
+    with torch.no_grad():
+        for images, infos in tqdm(loader, desc="predict", unit="batch", disable=not progress):
+            outputs = model([image.to(device, non_blocking=True) for image in images])
+            for image, output, info in zip(images, outputs, infos):
+                fused = fuse_both_orders(output, label_space, cfg)
+                panels = []
+                for o in orders:
+                    ids, segments = fused[o]
+                    annotation = writers[o].add(image_record(image, info), ids, segments)
+                    panels.append((ORDER_TITLES[o], ids, with_scores(annotation["segments_info"], segments)))
+                if overlays:
+                    picture = _overlay(image, panels, category_lookup)
+                    picture.save(overlay_dir / (Path(info["file_name"]).stem + ".jpg"), quality=92)
+
+    return {
+        "images": len(dataset),
+        "panoptic_json": {o: str(w.close()) for o, w in writers.items()},
+        "overlay_dir": str(overlay_dir) if overlays else None,
+    }
+
+
+def with_scores(segments_info: Sequence[dict], fused_segments: Sequence[dict]) -> list[dict]:
+    """``segments_info`` entries with the fusion's ``score`` and ``isthing`` added (for labelling)."""
+    extra = {int(s["id"]): s for s in fused_segments}
+    return [
+        {**seg, **{k: extra[seg["id"]][k] for k in ("score", "isthing") if k in extra.get(seg["id"], {})}}
+        for seg in segments_info
+    ]
+
+
+def _overlay(image: torch.Tensor, panels: Iterable[tuple], categories: dict) -> Image.Image:
+    from oanet import viz
+
+    rgb = image.mul(255).round_().to(torch.uint8).permute(1, 2, 0).numpy()
+    pictures = [
+        (title, viz.draw_panoptic(rgb, ids, segments, categories, show_scores=True)) for title, ids, segments in panels
+    ]
+    if len(pictures) == 1:
+        return pictures[0][1]
+    return viz.side_by_side(pictures)

@@ -1,0 +1,58 @@
+"""Evaluation: the comparison tables, the order-difference measure, and (once trained) the CLI end to end."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from oanet.engine.evaluate import (
+    comparison_rows,
+    format_comparison,
+    format_comparison_markdown,
+    panoptic_map_difference,
+)
+
+SCORE = {
+    "All": {"pq": 0.40, "sq": 0.80, "rq": 0.50, "n": 6},
+    "Things": {"pq": 0.30, "sq": 0.75, "rq": 0.40, "n": 4},
+    "Stuff": {"pq": 0.60, "sq": 0.90, "rq": 0.6667, "n": 2},
+}
+SRM = {
+    "All": {"pq": 0.45, "sq": 0.81, "rq": 0.5556, "n": 6},
+    "Things": {"pq": 0.375, "sq": 0.77, "rq": 0.487, "n": 4},
+    "Stuff": {"pq": 0.60, "sq": 0.90, "rq": 0.6667, "n": 2},
+}
+
+
+def test_comparison_rows_are_percent_with_srm_minus_score():
+    rows = {r["group"]: r for r in comparison_rows(SCORE, SRM)}
+    assert list(rows) == ["All", "Things", "Stuff"]
+    assert rows["All"]["score_pq"] == pytest.approx(40.0)
+    assert rows["All"]["srm_pq"] == pytest.approx(45.0)
+    assert rows["All"]["diff_pq"] == pytest.approx(5.0)
+    assert rows["Things"]["diff_pq"] == pytest.approx(7.5)
+    assert rows["Stuff"]["diff_sq"] == pytest.approx(0.0)
+    assert rows["Things"]["n"] == 4
+
+
+def test_text_and_markdown_tables_show_both_orders_and_the_difference():
+    text = format_comparison(SCORE, SRM)
+    assert "score order" in text and "SRM order" in text and "SRM - score" in text
+    things = next(line for line in text.splitlines() if line.startswith("Things"))
+    assert "30.00" in things and "37.50" in things and "+7.50" in things
+    md = format_comparison_markdown(SCORE, SRM).splitlines()
+    assert md[0].startswith("|") and len(md) == 2 + 3
+    assert "| All | 6 | 40.00 | 45.00 | +5.00 |" in md[2]
+
+
+def test_map_difference_ignores_renumbering_and_counts_moved_pixels():
+    a = np.zeros((10, 10), dtype=np.int32)
+    a[:, 5:] = 1
+    a[2:6, 2:8] = 2  # instance 2 on top of 1
+    renamed = np.where(a == 1, 7, np.where(a == 2, 9, a))
+    assert panoptic_map_difference(a, renamed) == 0.0
+    b = a.copy()
+    b[2:6, 5:8] = 1  # instance 1 now on top where they overlap: 12 pixels change owner
+    assert panoptic_map_difference(a, b) == pytest.approx(12 / 100)
+    assert panoptic_map_difference(a, np.zeros_like(a)) == pytest.approx(0.62)  # merging counts: 38 of 100 kept
+    assert panoptic_map_difference(np.zeros_like(a), a) == pytest.approx(0.62)

@@ -1,0 +1,224 @@
+"""torch Datasets: a COCO panoptic split -> (image, target) per docs/design.md, and image folders.
+
+Samples stay at the image's original size: the model resizes (torchvision style), so every target
+is resized once, consistently, there.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any, Literal, Optional, Sequence
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from oanet.data import targets as T
+from oanet.data.coco_panoptic import ImageInfo, LabelSpace, PanopticSplit
+from oanet.data.transforms import Transform, build_transforms
+from oanet.errors import DataError
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+
+
+def load_rgb_image(path: str | Path, expected_size: Optional[tuple[int, int]] = None) -> np.ndarray:
+    """An image as RGB uint8 (H, W, 3); greyscale, palette and RGBA are converted.
+
+    ``expected_size`` is ``(width, height)``; a different size raises DataError naming the file.
+    EXIF orientation is not applied: annotations refer to the stored pixels.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: image not found")
+    try:
+        with Image.open(path) as img:
+            if expected_size is not None and img.size != tuple(expected_size):
+                raise DataError(
+                    f"{path}: image is {img.size[0]}x{img.size[1]} but the annotation says "
+                    f"{expected_size[0]}x{expected_size[1]}"
+                )
+            array = np.asarray(img.convert("RGB"))
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        if isinstance(exc, DataError):
+            raise
+        raise DataError(f"{path}: not a readable image ({exc})") from None
+    return array
+
+
+def image_to_tensor(array: np.ndarray) -> torch.Tensor:
+    """RGB uint8 (H, W, 3) -> float32 3xHxW in 0..1 (contiguous)."""
+    return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1))).float().div_(255.0)
+
+
+class PanopticDataset(torch.utils.data.Dataset):
+    """A COCO panoptic split as ``(image float32 3xHxW in 0..1, target dict)`` samples.
+
+    ``split`` is a ``PanopticSplit`` or the panoptic JSON's path (then ``panoptic_dir`` and
+    ``image_dir`` are required). The target has ``boxes``, ``labels``, ``masks``, ``sem_seg``,
+    ``srm``, ``image_id``, ``file_name`` (docs/design.md).
+
+    Augmentation randomness comes from ``numpy.random.default_rng((seed, epoch, index))``: a sample
+    is the same on any worker, process count, or after resuming. ``get(index, epoch)`` names the
+    epoch explicitly (needed with DataLoader workers, which hold copies of the dataset);
+    ``dataset[(index, epoch)]`` does the same; ``dataset[index]`` uses ``self.epoch``.
+    """
+
+    def __init__(
+        self,
+        split: PanopticSplit | str | Path,
+        panoptic_dir: Optional[str | Path] = None,
+        image_dir: Optional[str | Path] = None,
+        *,
+        instances_json: Optional[str | Path] = None,
+        categories_json: Optional[str | Path] = None,
+        label_space: Optional[LabelSpace] = None,
+        instance_source: Literal["instances", "panoptic"] = "instances",
+        stuff_classes: Literal["all", "stuff"] = "all",
+        transforms: Optional[Transform] = None,
+        hflip_prob: float = 0.0,
+        train: bool = True,
+        seed: int = 0,
+    ):
+        if not isinstance(split, PanopticSplit):
+            if panoptic_dir is None or image_dir is None:
+                raise ValueError("give a PanopticSplit, or the panoptic JSON with panoptic_dir and image_dir")
+            split = PanopticSplit(split, panoptic_dir, image_dir, instances_json, categories_json)
+        if instance_source not in ("instances", "panoptic"):
+            raise ValueError(f"instance_source must be 'instances' or 'panoptic', got {instance_source!r}")
+        if stuff_classes not in ("all", "stuff"):
+            raise ValueError(f"stuff_classes must be 'all' or 'stuff', got {stuff_classes!r}")
+        if instance_source == "instances" and not split.has_instances:
+            warnings.warn(
+                f"{split.panoptic_json}: no instances_json given; instance targets come from the panoptic "
+                "PNGs (non-overlapping, Table 3's 'pano-instance GT'), so the SRM target is empty",
+                stacklevel=2,
+            )
+            instance_source = "panoptic"
+        self.split = split
+        self.label_space = label_space if label_space is not None else split.label_space()
+        # Fail now, not at sample 10 000, when the split uses categories the label space lacks.
+        for img in split.images:
+            self.label_space.check_known(split.annotation(img.id).category_ids, str(split.panoptic_json))
+        self.instance_source = instance_source
+        self.stuff_classes = stuff_classes
+        self.transforms = transforms if transforms is not None else build_transforms(hflip_prob, train)
+        self.seed = int(seed)
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def image_info(self, index: int) -> ImageInfo:
+        return self.split.images[index]
+
+    def aspect_ratios(self) -> list[float]:
+        """width / height per sample, from the JSON (no image decoding), for aspect-ratio grouping."""
+        return self.split.aspect_ratios()
+
+    def sample_rng(self, index: int, epoch: Optional[int] = None) -> np.random.Generator:
+        epoch = self.epoch if epoch is None else epoch
+        return np.random.default_rng([self.seed, int(epoch), int(index)])
+
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, dict]:
+        if isinstance(key, tuple):
+            return self.get(*key)
+        return self.get(key)
+
+    def get(self, index: int, epoch: Optional[int] = None) -> tuple[torch.Tensor, dict]:
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} images")
+        index = index % len(self)
+        image, target = self.load(index)
+        if self.transforms is not None:
+            image, target = self.transforms(image, target, self.sample_rng(index, epoch))
+        return image, target
+
+    def load(self, index: int) -> tuple[torch.Tensor, dict]:
+        """The sample without augmentation."""
+        info = self.split.images[index]
+        image = load_rgb_image(self.split.image_path(info.id), (info.width, info.height))
+        ann = self.split.annotation(info.id)
+        index_map = self.split.load_index_map(info.id)
+        where = str(self.split.panoptic_json)
+        segment_thing = self.label_space.thing_index(ann.category_ids, where)
+        segment_channel = self.label_space.channel(ann.category_ids, self.stuff_classes, where)
+
+        if self.instance_source == "instances":
+            masks, category_ids, iscrowd = self.split.load_instance_masks(info.id)
+            thing = self.label_space.thing_index(category_ids, str(self.split.instances_json))
+            boxes, labels, masks = T.instances_from_masks(masks, thing, iscrowd)
+        else:
+            boxes, labels, masks = T.instances_from_panoptic(index_map, segment_thing, ann.iscrowd)
+
+        target = {
+            "boxes": torch.from_numpy(boxes),
+            "labels": torch.from_numpy(labels),
+            "masks": torch.from_numpy(masks),
+            "sem_seg": torch.from_numpy(T.semantic_target(index_map, segment_channel)),
+            "srm": torch.from_numpy(T.srm_target(masks, index_map, segment_thing, ann.iscrowd)),
+            "image_id": info.id,
+            "file_name": info.file_name,
+        }
+        return image_to_tensor(image), target
+
+
+def collate(batch: Sequence[tuple[torch.Tensor, Any]]) -> tuple[list[torch.Tensor], list[Any]]:
+    """``[(image, target), ...]`` -> ``([images], [targets])``: sizes differ, the model batches them."""
+    images = [sample[0] for sample in batch]
+    targets = [sample[1] for sample in batch]
+    return images, targets
+
+
+# --------------------------------------------------------------------------------------------
+# prediction inputs
+
+
+def list_image_files(inputs: str | Path | Sequence[str | Path]) -> list[Path]:
+    """Image files named directly or found in named folders (not recursive; sorted by name)."""
+    if isinstance(inputs, (str, Path)):
+        inputs = [inputs]
+    if not inputs:
+        raise DataError("no input images given")
+    found: list[Path] = []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            files = sorted(p for p in item.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+            if not files:
+                raise DataError(f"{item}: folder holds no images ({', '.join(IMAGE_EXTENSIONS)})")
+            found += files
+        elif item.is_file():
+            found.append(item)
+        else:
+            raise FileNotFoundError(f"{item}: no such image or folder")
+    return found
+
+
+class ImageFolderDataset(torch.utils.data.Dataset):
+    """Images from files and folders for prediction: ``(image float32 3xHxW, info dict)``.
+
+    ``info`` has ``image_id`` (the file stem as an int when it is all digits, as COCO names its
+    files, else 1-based position), ``file_name``, ``path``, ``width`` and ``height``.
+    """
+
+    def __init__(self, inputs: str | Path | Sequence[str | Path]):
+        self.paths = list_image_files(inputs)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, dict]:
+        path = self.paths[index]
+        array = load_rgb_image(path)
+        stem = path.stem
+        info = {
+            "image_id": int(stem) if stem.isdigit() else index + 1,
+            "file_name": path.name,
+            "path": str(path),
+            "height": array.shape[0],
+            "width": array.shape[1],
+        }
+        return image_to_tensor(array), info

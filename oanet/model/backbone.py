@@ -1,0 +1,152 @@
+"""ResNet + FPN backbone with the three feature-sharing modes of the paper's Table 4.
+
+* ``"fpn"`` (default, "+skip-connection"): one ResNet and one FPN; both branches read the same P2-P6.
+* ``"backbone"`` ("res1-res5"): one ResNet, one FPN per branch.
+* ``"none"``: two complete ResNet+FPN networks, one per branch (the separate-networks baseline).
+
+Every mode returns ``(instance_features, stuff_features)``, two ordered dicts with keys
+``"0".."3"`` (P2-P5, strides 4-32) and ``"pool"`` (P6, stride 64, from LastLevelMaxPool), as
+torchvision's detection backbones do, so RPN / RoIHeads / MultiScaleRoIAlign plug in unchanged.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections import OrderedDict
+from pathlib import Path
+from typing import Optional
+
+import torch
+import torchvision
+from torch import nn
+from torchvision.models._utils import IntermediateLayerGetter
+from torchvision.ops import FeaturePyramidNetwork, FrozenBatchNorm2d
+from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
+
+from oanet.config import BackboneConfig
+from oanet.errors import ConfigError
+
+SUPPORTED_DEPTHS = (18, 34, 50, 101)
+SHARING_MODES = ("none", "backbone", "fpn")
+# ResNet stages in the order torchvision's Mask R-CNN unfreezes them (last stage first).
+_STAGES_LAST_FIRST = ("layer4", "layer3", "layer2", "layer1", "conv1")
+_RETURN_LAYERS = {"layer1": "0", "layer2": "1", "layer3": "2", "layer4": "3"}
+
+
+def _resolve_weights(depth: int, weights: Optional[str]):
+    """``(torchvision weights enum or None, local state-dict path or None)`` for ``cfg.weights``."""
+    if weights is None or weights == "":
+        return None, None
+    path = Path(weights).expanduser()
+    if weights.endswith((".pth", ".pt")) or path.is_file():
+        if not path.is_file():
+            raise ConfigError(f"backbone.weights: file {weights} not found")
+        return None, path
+    enum = torchvision.models.get_model_weights(f"resnet{depth}")
+    try:
+        return enum[weights], None
+    except KeyError:
+        names = ", ".join(["DEFAULT"] + [w.name for w in enum])
+        raise ConfigError(
+            f"backbone.weights: {weights!r} is neither a local .pth file nor one of {names}"
+        ) from None
+
+
+def build_resnet(cfg: BackboneConfig) -> nn.Module:
+    """A torchvision ResNet with the configured weights, normalisation and frozen stages."""
+    if cfg.depth not in SUPPORTED_DEPTHS:
+        raise ConfigError(f"backbone.depth: {cfg.depth} is not one of {SUPPORTED_DEPTHS}")
+    if not 0 <= cfg.trainable_layers <= 5:
+        raise ConfigError(f"backbone.trainable_layers: {cfg.trainable_layers} is not in 0..5")
+    weights_enum, local_path = _resolve_weights(cfg.depth, cfg.weights)
+    if weights_enum is None and local_path is None and (cfg.frozen_bn or cfg.trainable_layers < 5):
+        # Honoured as configured (a checkpoint's config must describe its model exactly), but frozen
+        # random layers and identity BN statistics rarely make sense: say so once.
+        warnings.warn(
+            "backbone.weights is None (random init) with frozen_bn=true or trainable_layers<5: the frozen "
+            "parts stay random; for training from scratch set backbone.frozen_bn=false backbone.trainable_layers=5",
+            stacklevel=3,
+        )
+    norm_layer = FrozenBatchNorm2d if cfg.frozen_bn else nn.BatchNorm2d
+    resnet = getattr(torchvision.models, f"resnet{cfg.depth}")(weights=weights_enum, norm_layer=norm_layer)
+    if local_path is not None:
+        state = torch.load(local_path, map_location="cpu", weights_only=True)
+        if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+            state = state["state_dict"]
+        # The classifier is not part of a detection backbone; BN counters do not exist in frozen BN.
+        state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+        if cfg.frozen_bn:
+            state = {k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}
+        own = {k: v for k, v in resnet.state_dict().items() if not k.startswith("fc.")}
+        missing = sorted(set(own) - set(state))
+        unexpected = sorted(set(state) - set(own))
+        if missing or unexpected:
+            raise ConfigError(
+                f"backbone.weights: {local_path} is not a ResNet-{cfg.depth} state dict "
+                f"(missing {missing[:3]}..., unexpected {unexpected[:3]}...)"
+            )
+        try:
+            resnet.load_state_dict(state, strict=False)
+        except RuntimeError as exc:
+            raise ConfigError(f"backbone.weights: {local_path}: {exc}") from None
+    freeze_stages(resnet, cfg.trainable_layers)
+    return resnet
+
+
+def freeze_stages(resnet: nn.Module, trainable_layers: int) -> None:
+    """Freeze all but the last ``trainable_layers`` stages, with the semantics of torchvision's Mask R-CNN."""
+    train = list(_STAGES_LAST_FIRST[:trainable_layers])
+    if trainable_layers == 5:
+        train.append("bn1")
+    for name, parameter in resnet.named_parameters():
+        if not any(name.startswith(stage) for stage in train):
+            parameter.requires_grad_(False)
+
+
+def _fpn_in_channels(depth: int) -> list[int]:
+    # Basic-block ResNets (18/34) end at 512 channels, bottleneck ones (50/101) at 2048.
+    last = 512 if depth < 50 else 2048
+    return [last // 8, last // 4, last // 2, last]
+
+
+def build_fpn(depth: int, out_channels: int) -> FeaturePyramidNetwork:
+    return FeaturePyramidNetwork(_fpn_in_channels(depth), out_channels, extra_blocks=LastLevelMaxPool())
+
+
+class OANetBackbone(nn.Module):
+    """ResNet(s) + FPN(s) wired for one sharing mode; ``forward(x) -> (instance_feats, stuff_feats)``."""
+
+    def __init__(self, cfg: BackboneConfig, sharing: str = "fpn") -> None:
+        super().__init__()
+        if sharing not in SHARING_MODES:
+            raise ConfigError(f"model.sharing: {sharing!r} is not one of {SHARING_MODES}")
+        self.sharing = sharing
+        self.out_channels = cfg.fpn_channels
+
+        def body() -> nn.Module:
+            return IntermediateLayerGetter(build_resnet(cfg), return_layers=_RETURN_LAYERS)
+
+        self.body = body()
+        self.fpn = build_fpn(cfg.depth, cfg.fpn_channels)
+        # Modules that only exist when a level is not shared belong to the stuff branch.
+        self.stuff_body: Optional[nn.Module] = body() if sharing == "none" else None
+        self.stuff_fpn: Optional[nn.Module] = (
+            build_fpn(cfg.depth, cfg.fpn_channels) if sharing in ("none", "backbone") else None
+        )
+
+    def forward(self, x: torch.Tensor) -> tuple[OrderedDict, OrderedDict]:
+        c = self.body(x)
+        instance = self.fpn(c)
+        if self.sharing == "fpn":
+            return instance, instance
+        c_stuff = self.stuff_body(x) if self.stuff_body is not None else c
+        return instance, self.stuff_fpn(c_stuff)
+
+    def instance_modules(self) -> list[nn.Module]:
+        """Modules whose features feed the instance branch (for gradient checks and parameter counts)."""
+        return [self.body, self.fpn]
+
+    def stuff_modules(self) -> list[nn.Module]:
+        mods = [self.stuff_body if self.stuff_body is not None else self.body]
+        mods.append(self.stuff_fpn if self.stuff_fpn is not None else self.fpn)
+        return mods

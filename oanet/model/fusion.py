@@ -1,0 +1,233 @@
+"""Panoptic fusion: instance masks + stuff labels -> one non-overlapping panoptic id map.
+
+Rules (paper §3.2 and §4.2, the usual Mask R-CNN + semantic heuristic):
+
+1. Instances with detection score >= ``score_thresh`` are binarised at 0.5 and pasted in descending
+   order of ``order_scores`` (detection scores for the heuristic, Eq. 3 ranking scores for the SRM).
+   Within one class the SRM's per-class channel cannot tell instances apart, so the class's ranking
+   scores are handed to its instances in detection-score order: the class keeps its positions in the
+   cross-class order, and same-class overlaps are decided by the detection score.
+2. An instance whose still-unassigned part is smaller than ``overlap_thresh`` of its own area is
+   dropped and takes no pixels (so later instances may use them).
+3. Remaining pixels take the stuff branch's argmax when it is a stuff class; pixels whose argmax is a
+   thing channel stay void (the instance branch owns things).
+4. Per stuff class, a region smaller than ``stuff_area_limit * (short side / stuff_area_reference_size)^2``
+   pixels becomes void (4900 at an 800-px short side, paper §4.2; the paper speaks of connected areas,
+   the per-class area is the standard implementation and needs no connected-component pass).
+
+Everything is tensor ops on the input's device. Pasting is sequential by nature; it is computed with
+an "owner" map (the first pasted instance covering each pixel, one argmax over N) and, per dropped
+instance, a re-assignment of only that instance's pixels, so the cost is O(N*H*W) plus O(N*|mask|)
+per drop instead of one full pass per instance.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional, Sequence
+
+import torch
+from torch import Tensor
+
+from oanet.config import FusionConfig
+
+
+def category_ids(label_space: Any) -> tuple[list[int], list[int]]:
+    """``(thing COCO ids by thing index, stuff COCO ids by stuff index)`` from a label space.
+
+    Accepts any object with ``thing_category_ids`` and ``stuff_category_ids`` attributes (such as
+    ``oanet.data.coco_panoptic.LabelSpace``), a mapping with those keys, or a ``(things, stuff)`` pair.
+    """
+    if isinstance(label_space, dict):
+        things, stuff = label_space["thing_category_ids"], label_space["stuff_category_ids"]
+    elif isinstance(label_space, (tuple, list)) and len(label_space) == 2:
+        things, stuff = label_space
+    else:
+        things, stuff = label_space.thing_category_ids, label_space.stuff_category_ids
+    return [int(c) for c in things], [int(c) for c in stuff]
+
+
+def stuff_area_limit(cfg: FusionConfig, height: int, width: int) -> float:
+    """The minimum stuff area in pixels for an image of this size (scaled with the squared short side)."""
+    return cfg.stuff_area_limit * (min(height, width) / cfg.stuff_area_reference_size) ** 2
+
+
+def paste_order(labels: Tensor, det_scores: Tensor, order_scores: Tensor) -> Tensor:
+    """Indices in pasting order (first = on top), with same-class ties decided by detection score.
+
+    Within each class the class's order scores, sorted, are reassigned to its instances sorted by
+    detection score; then instances are sorted by the reassigned score (detection score breaks ties).
+    """
+    n = labels.numel()
+    if n == 0:
+        return labels.new_zeros((0,), dtype=torch.long)
+
+    def by_class_then_desc(key: Tensor) -> Tensor:
+        idx = torch.sort(key, descending=True, stable=True).indices
+        return idx[torch.sort(labels[idx], stable=True).indices]
+
+    by_order = by_class_then_desc(order_scores)
+    by_det = by_class_then_desc(det_scores)
+    reassigned = torch.empty_like(order_scores)
+    reassigned[by_det] = order_scores[by_order]
+    idx = torch.sort(det_scores, descending=True, stable=True).indices
+    return idx[torch.sort(reassigned[idx], descending=True, stable=True).indices]
+
+
+def paste_instances(masks: Tensor, overlap_thresh: float) -> tuple[Tensor, Tensor]:
+    """Sequentially paste binary ``N x H x W`` masks (already in order; first on top).
+
+    Returns ``(owner HxW int64, -1 = none, kept N bool)``. Instance i is kept when its pixels not
+    taken by kept instances before it are >= ``overlap_thresh`` of its area (and > 0).
+    """
+    n = masks.shape[0]
+    h, w = masks.shape[-2:]
+    device = masks.device
+    if n == 0:
+        return torch.full((h, w), -1, dtype=torch.long, device=device), torch.zeros(0, dtype=torch.bool, device=device)
+    flat = masks.reshape(n, h * w).to(torch.uint8)
+    area = flat.sum(1, dtype=torch.int64)
+    kept = area > 0
+    # argmax returns the first maximal index: the topmost instance covering the pixel.
+    owner = torch.where(flat.amax(0) > 0, flat.argmax(0), -1)
+    order = torch.arange(n, device=device)
+    while True:
+        visible = torch.bincount(owner[owner >= 0], minlength=n)
+        failing = kept & (visible < overlap_thresh * area)
+        if not bool(failing.any()):
+            break
+        # Instances before the first failing one are final (they only depend on earlier ones), so drop
+        # exactly that one and hand its pixels to the next kept instance covering them.
+        first = int(order[failing].min())
+        kept[first] = False
+        pixels = (owner == first).nonzero().squeeze(1)
+        candidates = flat[:, pixels] * kept[:, None].to(torch.uint8)
+        owner[pixels] = torch.where(candidates.amax(0) > 0, candidates.argmax(0), -1)
+    return owner.reshape(h, w), kept
+
+
+def stuff_channel_to_index(sem_seg_labels: Tensor, num_thing: int, num_stuff: int, stuff_classes: str) -> Tensor:
+    """Map stuff-branch channels to stuff indices 0..S-1, and thing channels (or "any thing") to -1."""
+    offset = num_thing if stuff_classes == "all" else 1
+    if stuff_classes not in ("all", "stuff"):
+        raise ValueError(f"stuff_classes must be 'all' or 'stuff', got {stuff_classes!r}")
+    index = sem_seg_labels.long() - offset
+    return torch.where((index >= 0) & (index < num_stuff), index, -1)
+
+
+def panoptic_fusion(
+    masks: Tensor,
+    labels: Tensor,
+    det_scores: Tensor,
+    order_scores: Tensor,
+    sem_seg_labels: Tensor,
+    label_space: Any,
+    stuff_classes: str,
+    cfg: FusionConfig,
+    *,
+    stuff_confidence: Optional[Tensor] = None,
+    mask_thresh: float = 0.5,
+) -> tuple[Tensor, list[dict]]:
+    """Fuse one image's predictions into ``(ids HxW int32, segments)``.
+
+    ``masks``: ``N x H x W`` probabilities (or binary); ``labels``: thing indices 0..T-1;
+    ``det_scores`` / ``order_scores``: ``N``; ``sem_seg_labels``: ``H x W`` argmax of the stuff
+    branch (its channel space per ``stuff_classes``); ``label_space``: see :func:`category_ids`.
+    ``stuff_confidence`` (``H x W``, e.g. the max softmax probability) gives stuff segments a score
+    (its mean over the segment); without it stuff scores are 1.0. Segment ids are 1..K, things first
+    in pasting order; 0 is void. Segments: ``id``, ``category_id`` (COCO), ``isthing``, ``score``,
+    ``area``.
+    """
+    thing_ids, stuff_ids = category_ids(label_space)
+    h, w = sem_seg_labels.shape[-2:]
+    device = sem_seg_labels.device
+
+    selected = (det_scores >= cfg.score_thresh).nonzero().squeeze(1)
+    order = selected[paste_order(labels[selected], det_scores[selected], order_scores[selected])]
+    binary = masks[order] > mask_thresh if masks.dtype != torch.bool else masks[order]
+    owner, kept = paste_instances(binary, cfg.overlap_thresh)
+
+    # Kept instances get ids 1..K in pasting order.
+    segment_id_of = torch.cumsum(kept.long(), 0) * kept
+    ids = torch.zeros((h, w), dtype=torch.long, device=device)
+    if len(order):
+        ids = torch.where(owner >= 0, segment_id_of[owner.clamp(min=0)], 0)
+    thing_areas = torch.bincount(owner[owner >= 0], minlength=len(order))
+
+    segments: list[dict] = []
+    kept_order = order[kept]
+    for idx, area in zip(kept_order.tolist(), thing_areas[kept].tolist()):
+        segments.append(
+            {
+                "id": len(segments) + 1,
+                "category_id": thing_ids[int(labels[idx])],
+                "isthing": True,
+                "score": float(det_scores[idx]),
+                "area": int(area),
+            }
+        )
+
+    # Stuff fills what the instances left.
+    stuff = stuff_channel_to_index(sem_seg_labels, len(thing_ids), len(stuff_ids), stuff_classes)
+    stuff = torch.where(ids == 0, stuff, -1).reshape(-1)
+    num_stuff = len(stuff_ids)
+    if num_stuff:
+        valid = stuff >= 0
+        areas = torch.bincount(stuff[valid], minlength=num_stuff)
+        if stuff_confidence is not None:
+            confidence = torch.bincount(
+                stuff[valid], weights=stuff_confidence.reshape(-1)[valid].double(), minlength=num_stuff
+            )
+        big = areas >= max(stuff_area_limit(cfg, h, w), 1)
+        classes = big.nonzero().squeeze(1)
+        first_id = len(segments) + 1
+        stuff_segment_id = torch.zeros(num_stuff, dtype=torch.long, device=device)
+        stuff_segment_id[classes] = torch.arange(first_id, first_id + len(classes), device=device)
+        fill = torch.where(valid, stuff_segment_id[stuff.clamp(min=0)], 0).reshape(h, w)
+        ids = torch.where(fill > 0, fill, ids)
+        area_list = areas[classes].tolist()
+        conf_list = (confidence[classes] / areas[classes]).tolist() if stuff_confidence is not None else None
+        for j, s in enumerate(classes.tolist()):
+            segments.append(
+                {
+                    "id": first_id + j,
+                    "category_id": stuff_ids[s],
+                    "isthing": False,
+                    "score": float(conf_list[j]) if conf_list is not None else 1.0,
+                    "area": int(area_list[j]),
+                }
+            )
+    return ids.to(torch.int32), segments
+
+
+def fuse_both_orders(
+    prediction: dict[str, Tensor],
+    label_space: Any,
+    stuff_classes: str,
+    cfg: FusionConfig,
+) -> dict[str, tuple[Tensor, list[dict]]]:
+    """Fuse one model output (docs/design.md) with both orders: ``{"score": ..., "srm": ...}``."""
+    confidence, sem_seg_labels = prediction["sem_seg"].max(0)
+    common = dict(
+        masks=prediction["masks"],
+        labels=prediction["labels"],
+        det_scores=prediction["scores"],
+        sem_seg_labels=sem_seg_labels,
+        label_space=label_space,
+        stuff_classes=stuff_classes,
+        cfg=cfg,
+        stuff_confidence=confidence,
+    )
+    return {
+        "score": panoptic_fusion(order_scores=prediction["scores"], **common),
+        "srm": panoptic_fusion(order_scores=prediction["ranking_scores"], **common),
+    }
+
+
+__all__: Sequence[str] = (
+    "panoptic_fusion",
+    "fuse_both_orders",
+    "paste_order",
+    "paste_instances",
+    "stuff_area_limit",
+    "category_ids",
+)

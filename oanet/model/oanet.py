@@ -1,0 +1,263 @@
+"""OANet: Mask R-CNN instance branch + stuff branch on a shared FPN, plus the spatial ranking module.
+
+``OANet(cfg)(images, targets)`` in training mode returns the seven losses of Eq. 1; in eval mode
+``OANet(cfg)(images)`` returns one dict per image (docs/design.md), at the original image size.
+The instance branch is torchvision's RegionProposalNetwork + RoIHeads, composed, not rewritten;
+labels cross its boundary as thing indices 0..T-1 and get torchvision's background offset inside.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
+from torchvision.models.detection.roi_heads import RoIHeads
+from torchvision.models.detection.rpn import RegionProposalNetwork, RPNHead
+from torchvision.ops import MultiScaleRoIAlign
+
+from oanet.config import ModelConfig, RoIHeadsConfig, RPNConfig
+from oanet.errors import ConfigError
+from oanet.model.backbone import OANetBackbone
+from oanet.model.srm import (
+    SpatialRankingModule,
+    occupancy_map,
+    paste_masks_at_stride,
+    ranking_scores,
+    subsample,
+)
+from oanet.model.stuff_head import StuffHead, num_stuff_head_classes
+from oanet.model.transform import PanopticTransform
+
+LOSS_KEYS = ("rpn_cls", "rpn_bbox", "cls", "bbox", "mask", "seg", "srm")
+_TORCHVISION_LOSS_NAMES = {
+    "loss_objectness": "rpn_cls",
+    "loss_rpn_box_reg": "rpn_bbox",
+    "loss_classifier": "cls",
+    "loss_box_reg": "bbox",
+    "loss_mask": "mask",
+}
+_ROI_LEVELS = ["0", "1", "2", "3"]  # RoIAlign on P2-P5, as Mask R-CNN with FPN
+STUFF_STRIDE = 4  # the stuff head predicts at P2's stride
+
+
+def build_rpn(cfg: RPNConfig, in_channels: int) -> RegionProposalNetwork:
+    if len(cfg.anchor_sizes) != 5:
+        raise ConfigError(f"rpn.anchor_sizes: need one size per FPN level P2-P6 (5), got {list(cfg.anchor_sizes)}")
+    anchor_generator = AnchorGenerator(
+        sizes=tuple((int(s),) for s in cfg.anchor_sizes),
+        aspect_ratios=(tuple(float(a) for a in cfg.aspect_ratios),) * len(cfg.anchor_sizes),
+    )
+    head = RPNHead(in_channels, anchor_generator.num_anchors_per_location()[0])
+    return RegionProposalNetwork(
+        anchor_generator,
+        head,
+        fg_iou_thresh=cfg.fg_iou_thresh,
+        bg_iou_thresh=cfg.bg_iou_thresh,
+        batch_size_per_image=cfg.batch_size_per_image,
+        positive_fraction=cfg.positive_fraction,
+        pre_nms_top_n={"training": cfg.pre_nms_top_n_train, "testing": cfg.pre_nms_top_n_test},
+        post_nms_top_n={"training": cfg.post_nms_top_n_train, "testing": cfg.post_nms_top_n_test},
+        nms_thresh=cfg.nms_thresh,
+    )
+
+
+def build_roi_heads(cfg: RoIHeadsConfig, in_channels: int, num_thing_classes: int) -> RoIHeads:
+    num_classes = num_thing_classes + 1  # + background, torchvision's class 0
+    box_roi_pool = MultiScaleRoIAlign(_ROI_LEVELS, output_size=7, sampling_ratio=2)
+    box_head = TwoMLPHead(in_channels * 7 * 7, cfg.box_representation_size)
+    box_predictor = FastRCNNPredictor(cfg.box_representation_size, num_classes)
+    mask_roi_pool = MultiScaleRoIAlign(_ROI_LEVELS, output_size=14, sampling_ratio=2)
+    mask_head = MaskRCNNHeads(in_channels, [cfg.mask_head_channels] * 4, 1)
+    mask_predictor = MaskRCNNPredictor(cfg.mask_head_channels, cfg.mask_head_channels, num_classes)
+    return RoIHeads(
+        box_roi_pool,
+        box_head,
+        box_predictor,
+        fg_iou_thresh=cfg.fg_iou_thresh,
+        bg_iou_thresh=cfg.bg_iou_thresh,
+        batch_size_per_image=cfg.batch_size_per_image,
+        positive_fraction=cfg.positive_fraction,
+        bbox_reg_weights=None,
+        score_thresh=cfg.score_thresh,
+        nms_thresh=cfg.nms_thresh,
+        detections_per_img=cfg.detections_per_img,
+        mask_roi_pool=mask_roi_pool,
+        mask_head=mask_head,
+        mask_predictor=mask_predictor,
+    )
+
+
+def resample_to_original(
+    logits: Tensor, image_size: tuple[int, int], original_size: tuple[int, int], stride: int
+) -> Tensor:
+    """Bilinearly map ``C x h' x w'`` stride-``stride`` logits of a padded batch to the original image.
+
+    One grid_sample straight to ``original_size`` (instead of upsampling to the padded input, cropping
+    and resizing again) keeps the peak memory at ``C x H x W`` of the original image. ``image_size``
+    is the resized, unpadded image inside the padded batch.
+    """
+    (h, w), (oh, ow) = image_size, original_size
+    fh, fw = logits.shape[-2:]
+    device, dtype = logits.device, logits.dtype
+    # Original pixel centre -> resized image coordinate -> feature coordinate -> [-1, 1].
+    fy = (torch.arange(oh, device=device, dtype=dtype) + 0.5) * (h / oh) / stride
+    fx = (torch.arange(ow, device=device, dtype=dtype) + 0.5) * (w / ow) / stride
+    gy = (2 * fy / fh - 1)[:, None].expand(oh, ow)
+    gx = (2 * fx / fw - 1)[None, :].expand(oh, ow)
+    grid = torch.stack((gx, gy), dim=-1)[None]
+    return F.grid_sample(logits[None], grid, mode="bilinear", padding_mode="border", align_corners=False)[0]
+
+
+class OANet(nn.Module):
+    """The end-to-end panoptic network of the paper (Fig. 2)."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        if cfg.num_thing_classes < 1:
+            raise ConfigError("model.num_thing_classes must be >= 1 (it is filled from the dataset's categories)")
+        if cfg.num_stuff_classes < 0:
+            raise ConfigError("model.num_stuff_classes must be >= 0")
+        self.cfg = cfg
+        self.num_thing_classes = cfg.num_thing_classes
+        self.num_stuff_classes = cfg.num_stuff_classes
+        self.transform = PanopticTransform(
+            min_size=tuple(int(s) for s in cfg.min_size),
+            max_size=cfg.max_size,
+            image_mean=list(cfg.pixel_mean),
+            image_std=list(cfg.pixel_std),
+            size_divisible=32,
+        )
+        self.backbone = OANetBackbone(cfg.backbone, cfg.sharing)
+        channels = self.backbone.out_channels
+        self.rpn = build_rpn(cfg.rpn, channels)
+        self.roi_heads = build_roi_heads(cfg.roi_heads, channels, cfg.num_thing_classes)
+        try:
+            num_classes = num_stuff_head_classes(cfg.num_thing_classes, cfg.num_stuff_classes, cfg.stuff_head.classes)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        self.stuff_head = StuffHead(channels, num_classes, cfg.stuff_head)
+        self.srm: Optional[SpatialRankingModule] = None
+        if cfg.srm.enabled:
+            try:
+                self.srm = SpatialRankingModule(
+                    cfg.num_thing_classes, cfg.srm.kernel, cfg.srm.stride, cfg.srm.loss_weight
+                )
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
+
+    # ------------------------------------------------------------------------------------------
+    def forward(self, images: list[Tensor], targets: Optional[list[dict]] = None):
+        if self.training:
+            if targets is None:
+                raise ValueError("OANet in training mode needs targets")
+            return self._forward_train(images, targets)
+        return self._forward_inference(images)
+
+    def _check_and_offset_targets(self, targets: list[dict]) -> list[dict]:
+        required = ["boxes", "labels", "masks", "sem_seg"] + (["srm"] if self.srm is not None else [])
+        out = []
+        for i, target in enumerate(targets):
+            missing = [k for k in required if k not in target]
+            if missing:
+                raise ValueError(f"target {i} lacks {', '.join(missing)} (see docs/design.md)")
+            boxes = target["boxes"]
+            if boxes.numel() and bool((boxes[:, 2:] <= boxes[:, :2]).any()):
+                raise ValueError(f"target {i} has a box with non-positive width or height")
+            # Shallow copy: the caller's targets are not modified.
+            out.append(dict(target, labels=target["labels"] + 1))
+        return out
+
+    def _forward_train(self, images: list[Tensor], targets: list[dict]) -> dict[str, Tensor]:
+        targets = self._check_and_offset_targets(targets)
+        image_list, targets = self.transform(images, targets)
+        instance_features, stuff_features = self.backbone(image_list.tensors)
+
+        proposals, rpn_losses = self.rpn(image_list, instance_features, targets)
+        _, roi_losses = self.roi_heads(instance_features, proposals, image_list.image_sizes, targets)
+        losses = {_TORCHVISION_LOSS_NAMES[k]: v for k, v in {**rpn_losses, **roi_losses}.items()}
+
+        stuff_logits = self.stuff_head(stuff_features)
+        losses["seg"] = self.stuff_head.loss(stuff_logits, torch.stack([t["sem_seg"] for t in targets]))
+
+        if self.srm is not None:
+            stride = self.srm.stride
+            occupancy = torch.stack(
+                [
+                    occupancy_map(subsample(t["masks"], stride), t["labels"] - 1, self.num_thing_classes)
+                    for t in targets
+                ]
+            )
+            srm_targets = subsample(torch.stack([t["srm"] for t in targets]), stride)
+            losses["srm"] = self.srm.loss(self.srm(occupancy), srm_targets)
+        else:
+            # Kept so the loss dict always has the same keys; nothing to train.
+            losses["srm"] = stuff_logits.new_zeros(())
+        return {k: losses[k] for k in LOSS_KEYS}
+
+    @torch.no_grad()
+    def _forward_inference(self, images: list[Tensor]) -> list[dict[str, Tensor]]:
+        original_sizes = [(int(img.shape[-2]), int(img.shape[-1])) for img in images]
+        image_list, _ = self.transform(images)
+        instance_features, stuff_features = self.backbone(image_list.tensors)
+        proposals, _ = self.rpn(image_list, instance_features)
+        detections, _ = self.roi_heads(instance_features, proposals, image_list.image_sizes)
+        stuff_logits = self.stuff_head(stuff_features)
+
+        for det in detections:
+            det["labels"] = det["labels"] - 1
+        padded = tuple(image_list.tensors.shape[-2:])
+        ranks = self.rank_detections(detections, padded)
+
+        detections = self.transform.postprocess(detections, image_list.image_sizes, original_sizes)
+        results = []
+        for i, det in enumerate(detections):
+            sem_seg = resample_to_original(
+                stuff_logits[i], image_list.image_sizes[i], original_sizes[i], STUFF_STRIDE
+            ).softmax(0)
+            results.append(
+                {
+                    "boxes": det["boxes"],
+                    "labels": det["labels"],
+                    "scores": det["scores"],
+                    "masks": det["masks"][:, 0],
+                    "ranking_scores": ranks[i],
+                    "sem_seg": sem_seg,
+                }
+            )
+        return results
+
+    def rank_detections(self, detections: list[dict], padded_size: tuple[int, int]) -> list[Tensor]:
+        """Eq. 3 ranking scores from network-scale detections (labels 0..T-1, masks N x 1 x M x M).
+
+        Detections below ``fusion.score_thresh`` are neither fed to the SRM nor ranked (score 0).
+        Without the SRM the ranking score is the detection score.
+        """
+        if self.srm is None:
+            return [det["scores"].clone() for det in detections]
+        stride = self.srm.stride
+        size = (padded_size[0] // stride, padded_size[1] // stride)
+        thresh = self.cfg.fusion.score_thresh
+        kept, occupancies = [], []
+        for det in detections:
+            keep = det["scores"] >= thresh
+            soft = paste_masks_at_stride(det["masks"][keep, 0], det["boxes"][keep], size, stride)
+            binary = soft > 0.5
+            labels = det["labels"][keep]
+            kept.append((keep, soft, binary, labels))
+            occupancies.append(occupancy_map(binary, labels, self.num_thing_classes))
+        probs = self.srm(torch.stack(occupancies)).softmax(1)
+        ranks = []
+        for i, (det, (keep, soft, binary, labels)) in enumerate(zip(detections, kept)):
+            rank = det["scores"].new_zeros(det["scores"].shape)
+            rank[keep] = ranking_scores(probs[i], binary, labels, soft_masks=soft)
+            ranks.append(rank)
+        return ranks
+
+
+def build_model(cfg: ModelConfig) -> OANet:
+    return OANet(cfg)

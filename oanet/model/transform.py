@@ -1,0 +1,69 @@
+"""Normalise, resize and batch images together with *all* panoptic training targets.
+
+torchvision's GeneralizedRCNNTransform resizes images, boxes and instance masks; the dense targets
+``sem_seg`` and ``srm`` (``HxW`` int64, 255 = ignore) need the same geometry: nearest-neighbour
+resize to exactly the resized image's size, then padding with 255 to the batch's padded size
+(divisible by ``size_divisible``), just as the image is padded with zeros. ``min_size`` may hold
+several values: training picks one at random per image (multi-scale), inference uses the last.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torchvision.models.detection.image_list import ImageList
+from torchvision.models.detection.transform import GeneralizedRCNNTransform
+
+IGNORE = 255
+DENSE_TARGET_KEYS = ("sem_seg", "srm")
+
+
+def resize_label_map(label_map: Tensor, size: tuple[int, int]) -> Tensor:
+    """Nearest-neighbour resize of an ``HxW`` integer label map (labels are never blended)."""
+    if tuple(label_map.shape[-2:]) == tuple(size):
+        return label_map
+    # float32 represents every label id exactly (ids < 2**24).
+    resized = F.interpolate(label_map[None, None].float(), size=size, mode="nearest")
+    return resized[0, 0].to(label_map.dtype)
+
+
+def pad_label_map(label_map: Tensor, size: tuple[int, int], value: int = IGNORE) -> Tensor:
+    """Pad an ``HxW`` map at the bottom/right to ``size`` with ``value``."""
+    h, w = label_map.shape[-2:]
+    return F.pad(label_map, (0, size[1] - w, 0, size[0] - h), value=value)
+
+
+class PanopticTransform(GeneralizedRCNNTransform):
+    """GeneralizedRCNNTransform that also carries ``sem_seg`` and ``srm`` targets."""
+
+    def resize(self, image: Tensor, target: Optional[dict] = None) -> tuple[Tensor, Optional[dict]]:
+        if target is not None and target["masks"].shape[0] == 0:
+            # interpolate() rejects empty batches: resize a placeholder and keep zero instances.
+            masks = target["masks"]
+            target = dict(target, masks=masks.new_zeros((1,) + tuple(masks.shape[1:])))
+            image, target = super().resize(image, target)
+            target["masks"] = target["masks"][:0]
+        else:
+            image, target = super().resize(image, target)
+        if target is not None:
+            size = tuple(image.shape[-2:])
+            for key in DENSE_TARGET_KEYS:
+                if key in target:
+                    target[key] = resize_label_map(target[key], size)
+        return image, target
+
+    def forward(self, images: list[Tensor], targets: Optional[list[dict]] = None) -> tuple[ImageList, Optional[list]]:
+        image_list, targets = super().forward(images, targets)
+        if targets is not None:
+            padded = tuple(image_list.tensors.shape[-2:])
+            for target in targets:
+                for key in DENSE_TARGET_KEYS:
+                    if key in target:
+                        target[key] = pad_label_map(target[key], padded)
+                # Instance masks are padded with 0 so the SRM input lines up with the padded batch.
+                masks = target["masks"]
+                target["masks"] = F.pad(masks, (0, padded[1] - masks.shape[-1], 0, padded[0] - masks.shape[-2]))
+        return image_list, targets

@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 from typing import Iterator, Sequence
 
+import numpy as np
 import torch
 from torch.utils.data import Sampler
 
@@ -37,9 +38,10 @@ def aspect_ratio_groups(aspect_ratios: Sequence[float]) -> list[int]:
 
 
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:
-    # A distinct, reproducible stream per (seed, epoch); the large odd multiplier keeps nearby seeds
-    # from sharing streams across epochs.
-    return torch.Generator().manual_seed((seed * 1_000_003 + epoch) % (2**63))
+    # A distinct, reproducible stream per (seed, epoch): SeedSequence hashes the pair, so nearby seeds
+    # and epochs do not share streams.
+    state = np.random.SeedSequence([seed, epoch]).generate_state(1, dtype=np.uint64)[0]
+    return torch.Generator().manual_seed(int(state >> 1))
 
 
 def epoch_batches(group_ids: Sequence[int], batch_size: int, seed: int, epoch: int) -> list[list[int]]:

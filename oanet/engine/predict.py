@@ -22,9 +22,9 @@ import torch
 from PIL import Image
 
 from oanet.config import Config
+from oanet.data.dataset import image_to_tensor, list_image_files, load_rgb_image
 from oanet.errors import DataError
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 ORDERS = ("score", "srm")
 ORDER_TITLES = {"score": "heuristic (detection-score order)", "srm": "SRM (ranking-score order)"}
 
@@ -35,30 +35,12 @@ ORDER_TITLES = {"score": "heuristic (detection-score order)", "srm": "SRM (ranki
 
 def list_images(inputs: Sequence[str | Path]) -> list[Path]:
     """Image files named directly or found (non-recursively, sorted) in the named folders."""
-    if not inputs:
-        raise DataError("no input images given")
-    found: list[Path] = []
-    for item in map(Path, inputs):
-        if item.is_dir():
-            files = sorted(p for p in item.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
-            if not files:
-                raise DataError(f"{item}: folder holds no images ({', '.join(IMAGE_EXTENSIONS)})")
-            found += files
-        elif item.is_file():
-            found.append(item)
-        else:
-            raise FileNotFoundError(f"{item}: no such image or folder")
-    return found
+    return list_image_files(list(inputs))
 
 
 def load_image(path: Path) -> torch.Tensor:
     """RGB float32 3xHxW in 0..1; DataError names the file when it is not a readable image."""
-    try:
-        with Image.open(path) as img:
-            array = np.array(img.convert("RGB"))
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise DataError(f"{path}: not a readable image ({exc})") from None
-    return torch.from_numpy(array).permute(2, 0, 1).float().div_(255.0)
+    return image_to_tensor(load_rgb_image(path))
 
 
 def unique_output_names(paths: Sequence[Path]) -> list[str]:
@@ -147,9 +129,9 @@ def fuse_both_orders(output: dict, label_space, cfg: Config) -> dict:
     The stuff branch's CxHxW probabilities are reduced to labels on their own device; only the two
     HxW id maps come back to the CPU (as numpy int32).
     """
-    from oanet.model.fusion import fuse_orders
+    from oanet.model import fusion
 
-    fused = fuse_orders(output, label_space, cfg.model.fusion)
+    fused = fusion.fuse_both_orders(output, label_space, cfg.model.stuff_head.classes, cfg.model.fusion)
     return {order: (ids.cpu().numpy().astype(np.int32), segments) for order, (ids, segments) in fused.items()}
 
 

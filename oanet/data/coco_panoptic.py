@@ -14,6 +14,7 @@ import contextlib
 import io
 import json
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence
@@ -595,7 +596,9 @@ class PanopticSplit:
             return np.zeros((0, height, width), np.uint8), np.zeros(0, np.int64), np.zeros(0, bool)
         try:
             rles = [self._coco.annToRLE(a) for a in anns]
-            masks = mask_utils.decode(rles)  # H x W x N, Fortran order
+            with warnings.catch_warnings():  # pycocotools' numpy-2 copy= deprecation notice
+                warnings.simplefilter("ignore", DeprecationWarning)
+                masks = mask_utils.decode(rles)  # H x W x N, Fortran order
         except Exception as exc:  # pycocotools raises bare Exceptions / TypeErrors on bad segmentations
             raise DataError(f"{self.instances_json}: image {image_id}: cannot decode a segmentation ({exc})") from None
         masks = np.ascontiguousarray(masks.transpose(2, 0, 1))

@@ -98,6 +98,7 @@ def srm_target(
     segment_iscrowd = np.asarray(segment_iscrowd, dtype=bool).reshape(-1)
     if len(masks) < 2:
         return np.full(index.shape, IGNORE, dtype=np.int64)
-    overlap = np.count_nonzero(masks, axis=0) >= 2
+    # Masks are binary (uint8 0/1), so a uint16 sum counts them (up to 65535 masks) in one fast pass.
+    overlap = np.asarray(masks).sum(axis=0, dtype=np.uint16) >= 2
     label = np.where((segment_thing_index >= 0) & ~segment_iscrowd, segment_thing_index, IGNORE)
     return np.where(overlap, _lookup_with_ignore(index, label), IGNORE)

@@ -109,6 +109,9 @@ class SplitConfig:
     panoptic_dir: str = ""  # folder of panoptic PNGs
     image_dir: str = ""
     instances_json: Optional[str] = None  # COCO instances JSON (overlapping masks), optional
+    # Optional category list with colours (panopticapi's panoptic_coco_categories.json) for
+    # categories the panoptic JSON gives none; otherwise colours are generated from the ids.
+    categories_json: Optional[str] = None
 
 
 @dataclass

@@ -249,7 +249,7 @@ def test_bad_panoptic_json_is_named(split_paths, edit, message):
 
 def test_bad_instances_json_is_named(split_paths):
     edit_json(split_paths["instances_json"], lambda d: d["annotations"][0].update(category_id=7))
-    with pytest.raises(DataError, match=r"instances.json: category id\(s\) \[7\] are not thing categories"):
+    with pytest.raises(DataError, match=r"instances.json: annotation 1 has category id 7, not a thing category"):
         PanopticSplit(**split_paths)
     edit_json(split_paths["instances_json"], lambda d: (d["annotations"][0].update(category_id=1), d["images"].pop()))
     with pytest.raises(DataError, match="instances.json: image 2 .* is missing"):
@@ -294,3 +294,11 @@ def test_writer_refuses_undeclared_ids_and_unknown_categories(tmp_path):
         writer.add(ImageInfo(1, "a.jpg", 6, 4), ID_MAP_1, SEGMENTS_1 + [{"id": 3, "category_id": 42}])
     with pytest.raises(ValueError, match="id map is 6x4, image is 5x4"):
         writer.add(ImageInfo(1, "a.jpg", 5, 4), ID_MAP_1, SEGMENTS_1)
+
+
+def test_degenerate_polygons_give_empty_masks(split_paths):
+    # a 2-point polygon (which pycocotools alone would read as a box) and an empty polygon list
+    edit_json(split_paths["instances_json"], lambda d: (d["annotations"][0].update(segmentation=[[0, 0, 3, 3]]),
+                                                        d["annotations"][1].update(segmentation=[])))
+    masks, _, _ = PanopticSplit(**split_paths).load_instance_masks(1)
+    assert masks[0].sum() == 0 and masks[1].sum() == 0 and masks[2].sum() == 4

@@ -82,6 +82,25 @@ def test_coco16_instances_overlap_and_srm_target(coco16_samples):
     assert images_with_overlap >= 3 and images_with_srm >= 3
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # pycocotools under numpy 2
+def test_coco16_instance_masks_match_pycocotools(coco16):
+    import contextlib
+    import io
+
+    from pycocotools.coco import COCO
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco = COCO(str(coco16 / "annotations" / "instances_val2017.json"))
+    split = coco16_split(coco16)
+    for img in split.images[:8]:
+        masks, category_ids, iscrowd = split.load_instance_masks(img.id)
+        anns = coco.imgToAnns[img.id]
+        assert len(masks) == len(anns)
+        for mask, ann in zip(masks, anns):
+            np.testing.assert_array_equal(mask, coco.annToMask(ann))
+        assert category_ids.tolist() == [a["category_id"] for a in anns]
+
+
 def test_coco16_panoptic_instance_source_and_stuff_variant(coco16):
     split = coco16_split(coco16, instances=False)
     with pytest.warns(UserWarning, match="no instances_json"):

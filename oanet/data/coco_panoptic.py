@@ -10,8 +10,6 @@
 from __future__ import annotations
 
 import colorsys
-import contextlib
-import io
 import json
 import os
 import warnings
@@ -474,7 +472,7 @@ class PanopticSplit:
         if missing:
             raise DataError(f"{where}: {len(missing)} image(s) without annotation, e.g. {missing[:5]}")
 
-        self._coco = self._load_instances() if self.instances_json else None
+        self._instances = self._load_instances() if self.instances_json else None
 
     @classmethod
     def from_config(cls, cfg: Any) -> "PanopticSplit":
@@ -495,7 +493,7 @@ class PanopticSplit:
 
     @property
     def has_instances(self) -> bool:
-        return self._coco is not None
+        return self._instances is not None
 
     def label_space(self) -> LabelSpace:
         return LabelSpace(self.categories)
@@ -552,9 +550,13 @@ class PanopticSplit:
         return index
 
     # instances --------------------------------------------------------------------------------
-    def _load_instances(self):
-        from pycocotools.coco import COCO
+    def _load_instances(self) -> dict[Any, bytes]:
+        """Each split image's instance annotations as one compact JSON ``bytes``.
 
+        A full COCO instances JSON is millions of small Python objects; DataLoader workers forked
+        from this process would copy them page by page as reference counts change. One bytes
+        object per image keeps that to a page per image touched.
+        """
         where = str(self.instances_json)
         data = read_json(self.instances_json)
         if not isinstance(data, dict) or not {"images", "annotations", "categories"} <= set(data):
@@ -570,32 +572,41 @@ class PanopticSplit:
                     f"{img.width}x{img.height} in {self.panoptic_json}"
                 )
         things = {c.id for c in self.categories if c.isthing}
-        used = {a.get("category_id") for a in data["annotations"] if a.get("image_id") in self._image_by_id}
-        not_things = sorted(used - things, key=str)
-        if not_things:
-            raise DataError(f"{where}: category id(s) {not_things} are not thing categories of {self.panoptic_json}")
-        coco = COCO()
-        coco.dataset = data
-        with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
-            coco.createIndex()
-        return coco
+        per_image: dict[Any, list] = {}
+        for ann in data["annotations"]:
+            if not isinstance(ann, dict) or "image_id" not in ann:
+                raise DataError(f"{where}: annotation without image_id")
+            if ann["image_id"] not in self._image_by_id:
+                continue  # the instances JSON may cover more images than the panoptic split
+            if ann.get("category_id") not in things:
+                raise DataError(
+                    f"{where}: annotation {ann.get('id')} has category id {ann.get('category_id')!r}, "
+                    f"not a thing category of {self.panoptic_json}"
+                )
+            if "segmentation" not in ann:
+                raise DataError(f"{where}: annotation {ann.get('id')} has no segmentation")
+            per_image.setdefault(ann["image_id"], []).append(
+                [ann["category_id"], int(bool(ann.get("iscrowd", 0))), ann["segmentation"]]
+            )
+        return {image_id: json.dumps(anns).encode() for image_id, anns in per_image.items()}
 
     def load_instance_masks(self, image_id: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The image's COCO instance annotations: ``(masks uint8 NxHxW, category_ids int64, iscrowd bool)``.
 
-        Polygons, RLE and uncompressed RLE are all decoded by pycocotools, in one batch.
+        Polygons, RLE and uncompressed RLE are converted by pycocotools and decoded in one batch.
         """
-        if self._coco is None:
+        if self._instances is None:
             raise DataError(f"{self.panoptic_json}: this split has no instances_json")
         from pycocotools import mask as mask_utils
 
         info = self.image_info(image_id)
-        anns = self._coco.imgToAnns.get(image_id, [])
         height, width = info.height, info.width
-        if not anns:
+        encoded = self._instances.get(image_id)
+        if encoded is None:
             return np.zeros((0, height, width), np.uint8), np.zeros(0, np.int64), np.zeros(0, bool)
+        anns = json.loads(encoded)
         try:
-            rles = [self._coco.annToRLE(a) for a in anns]
+            rles = [segmentation_to_rle(segmentation, height, width) for _, _, segmentation in anns]
             with warnings.catch_warnings():  # pycocotools' numpy-2 copy= deprecation notice
                 warnings.simplefilter("ignore", DeprecationWarning)
                 masks = mask_utils.decode(rles)  # H x W x N, Fortran order
@@ -603,10 +614,30 @@ class PanopticSplit:
             raise DataError(f"{self.instances_json}: image {image_id}: cannot decode a segmentation ({exc})") from None
         masks = np.ascontiguousarray(masks.transpose(2, 0, 1))
         if masks.shape[1:] != (height, width):
-            raise DataError(f"{self.instances_json}: image {image_id}: an RLE has size {masks.shape[1:]} not {(height, width)}")
-        category_ids = np.array([a["category_id"] for a in anns], dtype=np.int64)
-        iscrowd = np.array([bool(a.get("iscrowd", 0)) for a in anns], dtype=bool)
+            raise DataError(
+                f"{self.instances_json}: image {image_id}: an RLE has size {masks.shape[1:]}, the image {(height, width)}"
+            )
+        category_ids = np.array([a[0] for a in anns], dtype=np.int64)
+        iscrowd = np.array([a[1] for a in anns], dtype=bool)
         return masks, category_ids, iscrowd
+
+
+def segmentation_to_rle(segmentation: Any, height: int, width: int) -> dict:
+    """A COCO ``segmentation`` (polygons, uncompressed or compressed RLE) as one compressed RLE."""
+    from pycocotools import mask as mask_utils
+
+    if isinstance(segmentation, list):
+        # Polygons with fewer than 3 points have no area; pycocotools would also read a lone
+        # 4-number polygon as a box.
+        polygons = [p for p in segmentation if len(p) >= 6]
+        if not polygons:
+            return mask_utils.encode(np.zeros((height, width), dtype=np.uint8, order="F"))
+        return mask_utils.merge(mask_utils.frPyObjects(polygons, height, width))
+    if isinstance(segmentation, dict) and isinstance(segmentation.get("counts"), list):
+        return mask_utils.frPyObjects(segmentation, height, width)
+    if isinstance(segmentation, dict) and "counts" in segmentation and "size" in segmentation:
+        return segmentation
+    raise ValueError(f"unknown segmentation format {type(segmentation).__name__}")
 
 
 def _with_colors_from(raw_categories: list, categories_json: str | Path) -> list:

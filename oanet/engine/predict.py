@@ -12,6 +12,7 @@ each overlay shows the heuristic and the SRM result side by side.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 from pathlib import Path
@@ -145,6 +146,24 @@ def with_score_thresh(cfg: Config, score_thresh: Optional[float]) -> Config:
     return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, fusion=fusion))
 
 
+@contextlib.contextmanager
+def fusion_thresh_of(model, fusion_cfg):
+    """Let the model rank (SRM) exactly the detections fusion will paste, for the duration of a run.
+
+    The network feeds only detections above ``fusion.score_thresh`` to the SRM, so a changed
+    threshold must reach the model too; its own config is restored afterwards.
+    """
+    original = getattr(model, "cfg", None)
+    if original is None or not hasattr(original, "fusion") or original.fusion == fusion_cfg:
+        yield
+        return
+    model.cfg = dataclasses.replace(original, fusion=fusion_cfg)
+    try:
+        yield
+    finally:
+        model.cfg = original
+
+
 # --------------------------------------------------------------------------------------------
 # prediction
 
@@ -194,7 +213,7 @@ def predict(
     )
     device = next(model.parameters()).device
     model.eval()
-    with torch.no_grad():
+    with torch.no_grad(), fusion_thresh_of(model, cfg.model.fusion):
         for images, infos in tqdm(loader, desc="predict", unit="batch", disable=not progress):
             outputs = model([image.to(device, non_blocking=True) for image in images])
             for image, output, info in zip(images, outputs, infos):

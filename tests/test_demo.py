@@ -1,0 +1,168 @@
+"""End to end through the CLI: `oanet demo --quick`, then `evaluate` and `predict` on its checkpoint.
+
+`demo` and `evaluate` run in subprocesses; `predict` goes through ``oanet.cli.main`` in this process.
+
+One quick demo (tiny benchmark, tiny network, 2 iterations, CPU) runs once per module in a
+subprocess, exactly as a user would start it; the other commands reuse its data and checkpoint.
+The numbers of a 2-iteration model mean nothing: these tests check files, keys and consistency.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from oanet.cli import main as oanet_main
+from oanet.data.png_io import read_id_png
+
+pytestmark = pytest.mark.slow
+
+PQ_GROUPS = ("All", "Things", "Stuff")
+PQ_KEYS = {"pq", "sq", "rq", "n"}
+
+
+def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "2"}
+    return subprocess.run(
+        [sys.executable, "-m", "oanet.cli", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+    )
+
+
+def assert_pq_dict(result: dict) -> None:
+    for group in PQ_GROUPS:
+        assert set(result[group]) == PQ_KEYS
+        assert all(0.0 <= result[group][k] <= 1.0 for k in ("pq", "sq", "rq"))
+    assert isinstance(result["per_class"], dict) and result["per_class"]
+
+
+def assert_valid_panoptic_output(panoptic_json: Path, expected_images: int) -> dict:
+    """Every PNG exists, every id in it is declared, every category resolves to a named category."""
+    data = json.loads(panoptic_json.read_text())
+    assert len(data["images"]) == len(data["annotations"]) == expected_images
+    names = {c["id"]: c["name"] for c in data["categories"]}
+    for ann in data["annotations"]:
+        ids = read_id_png(panoptic_json.parent / "panoptic" / ann["file_name"])
+        declared = {s["id"] for s in ann["segments_info"]}
+        present = set(np.unique(ids).tolist()) - {0}
+        assert present == declared, ann["file_name"]
+        for seg in ann["segments_info"]:
+            assert seg["category_id"] in names
+            assert seg["area"] == int((ids == seg["id"]).sum())
+    return data
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("demo")
+    proc = run_cli("demo", "--quick", "--out", str(out), cwd=out)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "[4/4]" in proc.stderr  # progress is shown
+    return out
+
+
+def test_demo_quick_writes_report_with_both_orders(demo):
+    report = json.loads((demo / "report.json").read_text())
+    for order in ("score_order", "srm_order"):
+        assert_pq_dict(report[order])
+    for group in PQ_GROUPS:
+        expected = report["srm_order"][group]["pq"] - report["score_order"][group]["pq"]
+        assert report["difference"][group]["pq"] == pytest.approx(expected)
+    md = (demo / "report.md").read_text()
+    assert "PQ (score)" in md and "PQ (SRM)" in md and "ΔPQ" in md
+    assert (demo / "loss.png").is_file() and "![training loss](loss.png)" in md
+    assert report["run"]["iterations"] == 2
+    # The evaluation outputs behind the report.
+    assert json.loads((demo / "eval" / "results.json").read_text()).keys() == {"score_order", "srm_order"}
+    assert_valid_panoptic_output(demo / "eval" / "srm_order" / "panoptic.json", expected_images=3)
+
+
+def test_demo_overlays_show_ground_truth_and_both_orders(demo, tmp_path):
+    from oanet.engine.demo import benchmark_split, draw_order_comparisons
+
+    categories = json.loads((demo / "eval" / "score_order" / "panoptic.json").read_text())["categories"]
+    split = benchmark_split(demo / "data", "val")
+    name = json.loads(Path(split.panoptic_json).read_text())["images"][0]["file_name"]
+    (picture,) = draw_order_comparisons([name], split, demo / "eval", categories, tmp_path)
+    with Image.open(picture) as img:
+        width, height = img.size
+    assert width == 3 * 64 + 2 * 4  # ground truth | heuristic | SRM
+    assert height > 64
+
+
+def test_evaluate_cli_on_a_subset(demo, tmp_path):
+    out = tmp_path / "eval"
+    proc = run_cli(
+        "evaluate", "--checkpoint", str(demo / "train" / "model_final.pth"),
+        "--data-json", str(demo / "data" / "annotations" / "panoptic_val.json"),
+        "--data-png-dir", str(demo / "data" / "annotations" / "panoptic_val"),
+        "--data-image-dir", str(demo / "data" / "images" / "val"),
+        "--out", str(out), "--workers", "0", "--max-images", "2",
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads((out / "results.json").read_text())
+    assert set(results) == {"score_order", "srm_order"}
+    for order in results.values():
+        assert_pq_dict(order)
+    assert "SRM - score" in proc.stdout and "Things" in proc.stdout
+    for order in ("score_order", "srm_order"):
+        assert_valid_panoptic_output(out / order / "panoptic.json", expected_images=2)
+    assert len(json.loads((out / "gt_subset.json").read_text())["annotations"]) == 2
+
+
+def test_predict_cli_both_orders_on_a_folder(demo, tmp_path, capsys):
+    # The CLI's own entry point, in this process (torch is already imported: saves a start-up).
+    images = demo / "data" / "images" / "val"
+    out = tmp_path / "pred"
+    code = oanet_main([
+        "predict", "--checkpoint", str(demo / "train" / "model_final.pth"), str(images),
+        "--out", str(out), "--order", "both", "--score-thresh", "0.3",
+    ])
+    assert code == 0, capsys.readouterr().err[-3000:]
+    n = len(list(images.iterdir()))
+    for order in ("score_order", "srm_order"):
+        assert_valid_panoptic_output(out / order / "panoptic.json", expected_images=n)
+    overlays = sorted((out / "overlays").iterdir())
+    assert [p.stem for p in overlays] == sorted(p.stem for p in images.iterdir())
+    with Image.open(overlays[0]) as img:
+        assert img.size[0] == 2 * 64 + 4  # heuristic | SRM
+
+
+def test_predict_single_order_in_process(demo, tmp_path):
+    from oanet.engine.checkpoint import load_model_from_checkpoint
+    from oanet.engine.predict import predict
+
+    model, cfg, label_space = load_model_from_checkpoint(demo / "train" / "model_final.pth")
+    image = next((demo / "data" / "images" / "val").iterdir())
+    summary = predict(model, cfg, label_space, [image], tmp_path / "one", order="score", progress=False)
+    assert summary["images"] == 1
+    assert_valid_panoptic_output(tmp_path / "one" / "panoptic.json", expected_images=1)
+    with Image.open(tmp_path / "one" / "overlays" / f"{image.stem}.jpg") as img:
+        assert img.size == (64, 64)
+
+
+def test_predict_errors_name_the_file(demo, tmp_path, capsys):
+    checkpoint = str(demo / "train" / "model_final.pth")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert oanet_main(["predict", "--checkpoint", checkpoint, str(empty), "--out", str(tmp_path / "o")]) == 2
+    assert f"{empty}: folder holds no images" in capsys.readouterr().err
+
+    bad_dir = tmp_path / "bad"
+    bad_dir.mkdir()
+    (bad_dir / "broken.jpg").write_bytes(b"\x89PNG not really")
+    assert oanet_main(["predict", "--checkpoint", checkpoint, str(bad_dir), "--out", str(tmp_path / "o")]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("oanet predict:")]
+    assert len(errors) == 1 and f"{bad_dir / 'broken.jpg'}: not a readable image" in errors[0]
+
+    missing = tmp_path / "missing.pth"
+    image = str(next((demo / "data" / "images" / "val").iterdir()))
+    assert oanet_main(["predict", "--checkpoint", str(missing), image, "--out", str(tmp_path / "o")]) == 2
+    assert f"{missing}: checkpoint not found" in capsys.readouterr().err

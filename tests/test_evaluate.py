@@ -56,3 +56,24 @@ def test_map_difference_ignores_renumbering_and_counts_moved_pixels():
     assert panoptic_map_difference(a, b) == pytest.approx(12 / 100)
     assert panoptic_map_difference(a, np.zeros_like(a)) == pytest.approx(0.62)  # merging counts: 38 of 100 kept
     assert panoptic_map_difference(np.zeros_like(a), a) == pytest.approx(0.62)
+
+
+def test_split_categories_must_match_the_model(tmp_path):
+    import json
+
+    from oanet.data.coco_panoptic import LabelSpace, parse_categories
+    from oanet.engine.evaluate import _checked_label_space
+    from oanet.errors import DataError
+
+    cats = [{"id": 1, "name": "disc", "isthing": 1}, {"id": 7, "name": "sky", "isthing": 0}]
+    gt = tmp_path / "gt.json"
+    gt.write_text(json.dumps({"images": [], "annotations": [], "categories": cats}))
+    model_space = LabelSpace(parse_categories(cats, "model"))
+    assert _checked_label_space(model_space, gt) is model_space
+    assert _checked_label_space(None, gt) == model_space  # no label space stored: the split's
+    other = LabelSpace(parse_categories([{"id": 2, "name": "star", "isthing": 1}], "model"))
+    with pytest.raises(DataError, match=r"gt\.json: the split's categories do not match"):
+        _checked_label_space(other, gt)
+    flipped = LabelSpace(parse_categories([{**cats[0], "isthing": 0}, cats[1]], "model"))
+    with pytest.raises(DataError, match="do not match"):
+        _checked_label_space(flipped, gt)

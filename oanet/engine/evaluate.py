@@ -23,6 +23,7 @@ from typing import Any, Mapping, Optional
 import numpy as np
 
 from oanet.config import Config, SplitConfig
+from oanet.errors import DataError
 
 ORDERS = ("score", "srm")
 ORDER_TITLES = {"score": "score order (heuristic)", "srm": "SRM order"}
@@ -132,6 +133,26 @@ def _restrict_ground_truth(gt_json: Path, image_ids: set, out_path: Path) -> Pat
     return out_path
 
 
+def _checked_label_space(label_space, gt_json: Path):
+    """The model's label space, refused when the split's categories are not the ones it predicts."""
+    from oanet.data.coco_panoptic import LabelSpace, parse_categories, read_json
+
+    split_space = LabelSpace(parse_categories(read_json(gt_json).get("categories"), str(gt_json)))
+    if label_space is None:  # a checkpoint without one: the split's categories, in the same order rules
+        return split_space
+    model_ids = [c.id for c in label_space.categories]
+    split_ids = [c.id for c in split_space.categories]
+    missing = sorted(set(model_ids) - set(split_ids))
+    if missing or [c.isthing for c in label_space.categories] != [
+        split_space.category(i).isthing for i in model_ids
+    ]:
+        raise DataError(
+            f"{gt_json}: the split's categories do not match the model's "
+            f"(model predicts ids {model_ids}, split has {split_ids})"
+        )
+    return label_space
+
+
 def evaluate(
     model,
     cfg: Config,
@@ -163,6 +184,7 @@ def evaluate(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 
+    label_space = _checked_label_space(label_space, gt_json)
     dataset = ImageListDataset.from_panoptic_json(gt_json, image_dir, max_images=max_images)
     evaluated_gt = gt_json
     if max_images is not None:

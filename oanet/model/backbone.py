@@ -11,7 +11,6 @@ torchvision's detection backbones do, so RPN / RoIHeads / MultiScaleRoIAlign plu
 
 from __future__ import annotations
 
-import warnings
 from collections import OrderedDict
 from pathlib import Path
 from typing import Optional
@@ -59,14 +58,9 @@ def build_resnet(cfg: BackboneConfig) -> nn.Module:
     if not 0 <= cfg.trainable_layers <= 5:
         raise ConfigError(f"backbone.trainable_layers: {cfg.trainable_layers} is not in 0..5")
     weights_enum, local_path = _resolve_weights(cfg.depth, cfg.weights)
-    if weights_enum is None and local_path is None and (cfg.frozen_bn or cfg.trainable_layers < 5):
-        # Honoured as configured (a checkpoint's config must describe its model exactly), but frozen
-        # random layers and identity BN statistics rarely make sense: say so once.
-        warnings.warn(
-            "backbone.weights is None (random init) with frozen_bn=true or trainable_layers<5: the frozen "
-            "parts stay random; for training from scratch set backbone.frozen_bn=false backbone.trainable_layers=5",
-            stacklevel=3,
-        )
+    # Honoured as configured even with random init (unlike torchvision, which then silently trains
+    # everything with BatchNorm): a checkpoint's config must describe its model exactly. Training from
+    # scratch wants frozen_bn=false and trainable_layers=5 (docs/model.md).
     norm_layer = FrozenBatchNorm2d if cfg.frozen_bn else nn.BatchNorm2d
     resnet = getattr(torchvision.models, f"resnet{cfg.depth}")(weights=weights_enum, norm_layer=norm_layer)
     if local_path is not None:

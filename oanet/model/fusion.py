@@ -34,13 +34,15 @@ from oanet.config import FusionConfig
 def category_ids(label_space: Any) -> tuple[list[int], list[int]]:
     """``(thing COCO ids by thing index, stuff COCO ids by stuff index)`` from a label space.
 
-    Accepts any object with ``thing_category_ids`` and ``stuff_category_ids`` attributes (such as
-    ``oanet.data.coco_panoptic.LabelSpace``), a mapping with those keys, or a ``(things, stuff)`` pair.
+    Accepts ``oanet.data.coco_panoptic.LabelSpace`` (``thing_ids`` / ``stuff_ids`` arrays), any object
+    or mapping with ``thing_category_ids`` and ``stuff_category_ids``, or a ``(things, stuff)`` pair.
     """
     if isinstance(label_space, dict):
         things, stuff = label_space["thing_category_ids"], label_space["stuff_category_ids"]
     elif isinstance(label_space, (tuple, list)) and len(label_space) == 2:
         things, stuff = label_space
+    elif hasattr(label_space, "thing_ids"):
+        things, stuff = label_space.thing_ids, label_space.stuff_ids
     else:
         things, stuff = label_space.thing_category_ids, label_space.stuff_category_ids
     return [int(c) for c in things], [int(c) for c in stuff]

@@ -1,0 +1,279 @@
+"""The OANet network on tiny random inputs: every sharing mode, stuff-class mode and SRM kernel."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+from torchvision.ops import FrozenBatchNorm2d
+
+from oanet.config import (
+    BackboneConfig,
+    FusionConfig,
+    ModelConfig,
+    RoIHeadsConfig,
+    RPNConfig,
+    SRMConfig,
+    StuffHeadConfig,
+)
+from oanet.errors import ConfigError
+from oanet.model.backbone import OANetBackbone
+from oanet.model.oanet import LOSS_KEYS, OANet, build_model, resample_to_original
+from oanet.model.transform import PanopticTransform
+
+T, S = 3, 2
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # Small convs: intra-op threads only add contention on a loaded 2-core CI machine.
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def tiny_config(sharing="fpn", classes="all", kernel="gcn7", srm=True, **backbone) -> ModelConfig:
+    return ModelConfig(
+        num_thing_classes=T,
+        num_stuff_classes=S,
+        sharing=sharing,
+        min_size=(64,),
+        max_size=128,
+        backbone=BackboneConfig(
+            **{"depth": 18, "fpn_channels": 32, "frozen_bn": False, "trainable_layers": 5, **backbone}
+        ),
+        rpn=RPNConfig(
+            pre_nms_top_n_train=64,
+            post_nms_top_n_train=32,
+            pre_nms_top_n_test=64,
+            post_nms_top_n_test=32,
+            batch_size_per_image=32,
+        ),
+        roi_heads=RoIHeadsConfig(
+            batch_size_per_image=16,
+            box_representation_size=32,
+            mask_head_channels=8,
+            score_thresh=0.0,  # random init: keep detections so the SRM and outputs are exercised
+            detections_per_img=8,
+        ),
+        stuff_head=StuffHeadConfig(classes=classes, channels=16),
+        srm=SRMConfig(enabled=srm, kernel=kernel),
+        fusion=FusionConfig(score_thresh=0.0),
+    )
+
+
+def sample(h=64, w=80, classes="all", seed=0):
+    """A hand-made image + target: a person (thing 0) with a tie (thing 1) on it, and stuff around."""
+    g = torch.Generator().manual_seed(seed)
+    image = torch.rand(3, h, w, generator=g) * 0.2
+    masks = torch.zeros(3, h, w, dtype=torch.uint8)
+    masks[0, 8:56, 10:40] = 1  # person
+    masks[1, 16:40, 22:28] = 1  # tie, inside the person
+    masks[2, 20:50, 50:75] = 1  # car
+    image[0][masks[0].bool()] += 0.6
+    image[1][masks[1].bool()] += 0.7
+    image[2][masks[2].bool()] += 0.5
+    boxes = torch.tensor([[10.0, 8, 40, 56], [22, 16, 28, 40], [50, 20, 75, 50]])
+    stuff_0 = T if classes == "all" else 1
+    sem_seg = torch.full((h, w), stuff_0)
+    sem_seg[h // 2 :] = stuff_0 + 1
+    if classes == "all":
+        for i, label in enumerate((0, 2)):
+            sem_seg[masks[[0, 2][i]].bool()] = label
+        sem_seg[masks[1].bool()] = 1
+    else:
+        sem_seg[masks.any(0).bool()] = 0
+    srm = torch.full((h, w), 255)
+    srm[(masks[0] & masks[1]).bool()] = 1
+    target = {
+        "boxes": boxes,
+        "labels": torch.tensor([0, 1, 2]),
+        "masks": masks,
+        "sem_seg": sem_seg,
+        "srm": srm,
+        "image_id": seed,
+    }
+    return image.clamp(0, 1), target
+
+
+def empty_sample(h=48, w=56):
+    image = torch.rand(3, h, w)
+    return image, {
+        "boxes": torch.zeros(0, 4),
+        "labels": torch.zeros(0, dtype=torch.long),
+        "masks": torch.zeros(0, h, w, dtype=torch.uint8),
+        "sem_seg": torch.full((h, w), 255),
+        "srm": torch.full((h, w), 255),
+    }
+
+
+# Pairwise coverage of sharing x classes x kernel (each pair of values appears), plus SRM off.
+COMBOS = [
+    ("fpn", "all", "gcn7", True),
+    ("fpn", "stuff", "1x1", True),
+    ("backbone", "all", "1x1", True),
+    ("backbone", "stuff", "3x3", True),
+    ("none", "all", "3x3", True),
+    ("none", "stuff", "gcn7", True),
+    ("fpn", "all", "gcn7", False),
+]
+
+
+@pytest.mark.parametrize("sharing,classes,kernel,srm", COMBOS)
+def test_train_and_inference_step(sharing, classes, kernel, srm):
+    torch.manual_seed(0)
+    model = build_model(tiny_config(sharing, classes, kernel, srm))
+    assert (model.srm is not None) == srm
+    images, targets = zip(sample(classes=classes), empty_sample())
+    losses = model(list(images), list(targets))
+    assert tuple(losses) == LOSS_KEYS
+    assert all(torch.isfinite(v) and v.dim() == 0 for v in losses.values())
+    assert (losses["srm"] > 0) == srm
+    sum(losses.values()).backward()
+    # Every trainable parameter is in the graph (DistributedDataParallel without find_unused_parameters).
+    missing = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    assert missing == []
+    # The caller's targets are untouched (labels stay thing indices, sizes stay original).
+    assert targets[0]["labels"].tolist() == [0, 1, 2] and targets[0]["sem_seg"].shape == (64, 80)
+
+    model.eval()
+    outputs = model([images[0], torch.rand(3, 50, 70)])
+    channels = T + S if classes == "all" else 1 + S
+    for out, (h, w) in zip(outputs, [(64, 80), (50, 70)]):
+        n = out["boxes"].shape[0]
+        assert 0 < n <= 8
+        assert out["labels"].dtype == torch.int64 and out["labels"].min() >= 0 and out["labels"].max() < T
+        assert out["masks"].shape == (n, h, w) and 0 <= out["masks"].min() and out["masks"].max() <= 1
+        assert out["ranking_scores"].shape == (n,)
+        assert out["sem_seg"].shape == (channels, h, w)
+        assert torch.allclose(out["sem_seg"].sum(0), torch.ones(h, w), atol=1e-4)
+        assert (out["boxes"][:, 2:] <= torch.tensor([w, h]) + 1e-3).all()
+        if srm:
+            assert ((out["ranking_scores"] >= 0) & (out["ranking_scores"] <= 1)).all()
+        else:
+            assert torch.equal(out["ranking_scores"], out["scores"])
+
+
+def _grad_norm(modules) -> float:
+    return sum(float(p.grad.abs().sum()) for m in modules for p in m.parameters() if p.grad is not None)
+
+
+def test_seg_loss_reaches_shared_fpn_and_resnet_in_fpn_mode():
+    model = OANet(tiny_config("fpn"))
+    image, target = sample()
+    model([image], [target])["seg"].backward()
+    assert _grad_norm([model.backbone.fpn]) > 0 and _grad_norm([model.backbone.body]) > 0
+    assert _grad_norm([model.rpn, model.roi_heads]) == 0
+
+
+def test_branches_are_separate_in_none_mode():
+    model = OANet(tiny_config("none"))
+    image, target = sample()
+    losses = model([image], [target])
+    losses["seg"].backward(retain_graph=True)
+    assert _grad_norm([model.backbone.body, model.backbone.fpn]) == 0
+    assert _grad_norm([model.backbone.stuff_body]) > 0 and _grad_norm([model.backbone.stuff_fpn]) > 0
+    model.zero_grad(set_to_none=True)
+    (losses["rpn_cls"] + losses["cls"] + losses["mask"]).backward()
+    assert _grad_norm([model.backbone.stuff_body, model.backbone.stuff_fpn]) == 0
+    assert _grad_norm([model.backbone.body]) > 0
+
+
+def test_backbone_mode_shares_resnet_but_not_fpn():
+    model = OANet(tiny_config("backbone"))
+    image, target = sample()
+    model([image], [target])["seg"].backward()
+    assert model.backbone.stuff_body is None
+    assert _grad_norm([model.backbone.stuff_fpn]) > 0 and _grad_norm([model.backbone.body]) > 0
+    assert _grad_norm([model.backbone.fpn]) == 0
+
+
+def test_overfits_two_tiny_images():
+    torch.manual_seed(0)
+    model = OANet(tiny_config("fpn"))
+    data = [sample(seed=0), sample(seed=1)]
+    images, targets = [d[0] for d in data], [d[1] for d in data]
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=3e-3)
+    totals = []
+    for _ in range(30):
+        loss = sum(model(images, targets).values())
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        totals.append(loss.item())
+    assert all(torch.isfinite(torch.tensor(totals)))
+    assert sum(totals[-3:]) / 3 < 0.5 * totals[0], totals
+
+
+def test_transform_resizes_and_pads_dense_targets_like_the_image():
+    transform = PanopticTransform(min_size=(64, 96), max_size=200, image_mean=[0.0] * 3, image_std=[1.0] * 3)
+    image, target = sample(h=40, w=50)
+    transform.eval()
+    images, targets = transform([image, torch.rand(3, 30, 44)], [target, empty_sample(30, 44)[1]])
+    padded = images.tensors.shape[-2:]
+    assert padded[0] % 32 == 0 and padded[1] % 32 == 0
+    (h, w) = images.image_sizes[0]
+    assert (h, w) == (96, 120)  # inference uses the last min_size
+    for key in ("sem_seg", "srm"):
+        assert targets[0][key].shape == padded and targets[0][key].dtype == torch.int64
+        assert (targets[0][key][h:] == 255).all() and (targets[0][key][:, w:] == 255).all()
+    # Nearest resize: only labels that exist in the input, and the tie stays where the image put it.
+    assert set(targets[0]["sem_seg"].unique().tolist()) <= set(target["sem_seg"].unique().tolist()) | {255}
+    assert targets[0]["masks"].shape[-2:] == padded
+    assert torch.equal(targets[0]["srm"][:h, :w] == 1, (targets[0]["masks"][0] & targets[0]["masks"][1]).bool()[:h, :w])
+    assert targets[1]["masks"].shape == (0, *padded)
+    transform.train()
+    sizes = set()
+    for _ in range(12):
+        images, _ = transform([image])
+        sizes.add(min(images.image_sizes[0]))
+    assert sizes == {64, 96}  # multi-scale training
+
+
+def test_resample_to_original_aligns_stride4_logits():
+    # Image 48x64 in a 64x64 padded batch; a class boundary at x = 32 of the network input.
+    logits = torch.zeros(2, 16, 16)
+    logits[1, :, 8:] = 1.0
+    out = resample_to_original(logits, (48, 64), (24, 32), stride=4)
+    assert out.shape == (2, 24, 32)
+    labels = out.argmax(0)
+    assert (labels[:, :15] == 0).all() and (labels[:, 17:] == 1).all()
+
+
+def test_backbone_weights_freezing_and_norm(tmp_path):
+    import torchvision
+
+    state = torchvision.models.resnet18(weights=None).state_dict()
+    path = tmp_path / "r18.pth"
+    torch.save(state, path)
+    backbone = OANetBackbone(BackboneConfig(depth=18, weights=str(path), trainable_layers=3, fpn_channels=32))
+    assert torch.equal(backbone.body["layer3"][0].conv1.weight, state["layer3.0.conv1.weight"])
+    assert any(isinstance(m, FrozenBatchNorm2d) for m in backbone.modules())
+    trainable = {n.split(".")[0] for n, p in backbone.body.named_parameters() if p.requires_grad}
+    assert trainable == {"layer2", "layer3", "layer4"}
+    frozen = OANetBackbone(BackboneConfig(depth=18, trainable_layers=0, fpn_channels=32, frozen_bn=False))
+    assert not any(p.requires_grad for p in frozen.body.parameters())
+    assert not any(isinstance(m, FrozenBatchNorm2d) for m in frozen.modules())
+    features = frozen(torch.rand(1, 3, 64, 64))[0]
+    assert list(features) == ["0", "1", "2", "3", "pool"]
+    assert [f.shape[-1] for f in features.values()] == [16, 8, 4, 2, 1]
+    with pytest.raises(ConfigError):
+        OANetBackbone(BackboneConfig(depth=18, weights="NOT_A_WEIGHT"))
+    with pytest.raises(ConfigError):
+        OANetBackbone(BackboneConfig(depth=18, weights=str(tmp_path / "missing.pth")))
+    torch.save({"conv1.weight": torch.zeros(1)}, tmp_path / "bad.pth")
+    with pytest.raises(ConfigError):
+        OANetBackbone(BackboneConfig(depth=18, weights=str(tmp_path / "bad.pth")))
+    with pytest.raises(ConfigError):
+        OANetBackbone(BackboneConfig(depth=19))
+
+
+def test_config_errors():
+    with pytest.raises(ConfigError):
+        OANet(dataclasses.replace(tiny_config(), num_thing_classes=0))
+    with pytest.raises(ConfigError):
+        OANet(dataclasses.replace(tiny_config(), sharing="half"))
+    with pytest.raises(ConfigError):
+        OANet(dataclasses.replace(tiny_config(), srm=SRMConfig(stride=3)))

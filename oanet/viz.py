@@ -107,6 +107,18 @@ def segment_centroids(panoptic_ids: np.ndarray, segment_ids: Iterable[int]) -> d
     return centroids
 
 
+def default_font(size: int):
+    """Pillow's default font at ``size`` px where Pillow can scale it (>= 10.1 with FreeType)."""
+    try:
+        return ImageFont.load_default(size=size)
+    except (TypeError, ImportError, OSError):  # older Pillow, or no FreeType: the fixed bitmap font
+        return ImageFont.load_default()
+
+
+def label_font_size(width: int, height: int) -> int:
+    return int(min(max(11, min(width, height) // 24), 28))
+
+
 def _label_text(seg: Mapping, categories: Mapping[int, Mapping], show_scores: bool) -> str:
     cat = categories.get(int(seg["category_id"]), {})
     text = str(cat.get("name", seg["category_id"]))
@@ -155,7 +167,7 @@ def draw_panoptic(
     picture = Image.fromarray(np.clip(blended + 0.5, 0, 255).astype(np.uint8))
     if labels and segments:
         draw = ImageDraw.Draw(picture)
-        font = ImageFont.load_default()
+        font = default_font(label_font_size(*picture.size))
         centroids = segment_centroids(ids, colors.keys())
         for seg in segments:
             seg_id = int(seg["id"])
@@ -165,12 +177,35 @@ def draw_panoptic(
     return picture
 
 
+def enlarge(image: np.ndarray, panoptic_ids: np.ndarray, min_side: int) -> tuple[np.ndarray, np.ndarray]:
+    """Image and id map repeated by a whole factor so the shorter side reaches ``min_side``.
+
+    For small images, whose labels would otherwise cover the segments; ids are repeated, never
+    interpolated, so segments stay exact.
+    """
+    factor = max(1, -(-min_side // max(1, min(panoptic_ids.shape))))
+    if factor == 1:
+        return np.asarray(image), np.asarray(panoptic_ids)
+    grow = lambda a: np.repeat(np.repeat(np.asarray(a), factor, axis=0), factor, axis=1)  # noqa: E731
+    return grow(image), grow(panoptic_ids)
+
+
+def _fit_text(draw: ImageDraw.ImageDraw, text: str, font, width: int) -> str:
+    """``text`` cut with an ellipsis to fit ``width`` pixels."""
+    if draw.textlength(text, font=font) <= width:
+        return text
+    while text and draw.textlength(text + "...", font=font) > width:
+        text = text[:-1]
+    return text + "..."
+
+
 def with_title(picture: Image.Image, title: str, height: int = TITLE_HEIGHT) -> Image.Image:
-    """The picture under a black title bar."""
+    """The picture under a black title bar (the title cut to the picture's width)."""
     canvas = Image.new("RGB", (picture.width, picture.height + height), (0, 0, 0))
     canvas.paste(picture, (0, height))
     draw = ImageDraw.Draw(canvas)
-    font = ImageFont.load_default()
+    font = default_font(height * 2 // 3)
+    title = _fit_text(draw, title, font, picture.width - 8)
     left, top, right, bottom = draw.textbbox((0, 0), title, font=font)
     draw.text((4 - left, (height - (bottom - top)) // 2 - top), title, fill=(255, 255, 255), font=font)
     return canvas

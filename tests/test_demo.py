@@ -20,6 +20,7 @@ import pytest
 from PIL import Image
 
 from oanet.cli import main as oanet_main
+from oanet import viz
 from oanet.data.png_io import read_id_png
 
 pytestmark = pytest.mark.slow
@@ -92,8 +93,8 @@ def test_demo_overlays_show_ground_truth_and_both_orders(demo, tmp_path):
     (picture,) = draw_order_comparisons([name], split, demo / "eval", categories, tmp_path)
     with Image.open(picture) as img:
         width, height = img.size
-    assert width == 3 * 64 + 2 * 4  # ground truth | heuristic | SRM
-    assert height > 64
+    # ground truth | heuristic | SRM, each 64 px image enlarged 6x (to OVERLAY_MIN_SIDE = 384)
+    assert (width, height) == (3 * 384 + 2 * 4, 384 + viz.TITLE_HEIGHT)
 
 
 def test_evaluate_cli_on_a_subset(demo, tmp_path):

@@ -105,3 +105,15 @@ def test_side_by_side_size_and_titles():
     title_bar = np.asarray(both)[: viz.TITLE_HEIGHT, :60]
     assert (title_bar > 0).any()  # the title text is drawn
     np.testing.assert_array_equal(np.asarray(both)[viz.TITLE_HEIGHT :, :60], np.asarray(left))
+
+
+def test_enlarge_repeats_pixels_and_titles_fit():
+    ids = np.array([[1, 2], [3, 4]], dtype=np.uint32)
+    image = np.arange(12, dtype=np.uint8).reshape(2, 2, 3)
+    big_image, big_ids = viz.enlarge(image, ids, min_side=5)
+    assert big_ids.shape == (6, 6) and big_image.shape == (6, 6, 3)
+    assert (big_ids[:3, 3:] == 2).all() and (big_image[3:, :3] == image[1, 0]).all()
+    same_image, same_ids = viz.enlarge(image, ids, min_side=2)
+    assert same_ids.shape == (2, 2)
+    narrow = viz.with_title(Image.new("RGB", (40, 10)), "a very long title that cannot fit")
+    assert narrow.size == (40, 10 + viz.TITLE_HEIGHT)

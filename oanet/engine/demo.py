@@ -56,6 +56,7 @@ QUICK_OVERRIDES = [
     "data.num_workers=0",
 ]
 NUM_OVERLAYS = 4
+OVERLAY_MIN_SIDE = 384  # small benchmark images are enlarged so their labels stay readable
 CALIBRATION_ITERS = 10
 
 
@@ -245,17 +246,21 @@ def draw_order_comparisons(
     preds = {o: _annotations_by_file(eval_dir / order_dir_name(o) / "panoptic.json")[0] for o in ("score", "srm")}
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
+    def panel(title: str, image, ids, segments) -> tuple:
+        big_image, big_ids = viz.enlarge(image, ids, OVERLAY_MIN_SIDE)
+        return title, viz.draw_panoptic(big_image, big_ids, segments, lookup)
+
     for name in names:
         image = load_rgb_image(Path(split.image_dir) / name)
         panels = []
         gt = gt_by_file.get(name)
         if gt is not None:
             ids = read_id_png(Path(split.panoptic_dir) / gt["file_name"])
-            panels.append(("ground truth", viz.draw_panoptic(image, ids, gt["segments_info"], lookup)))
+            panels.append(panel("ground truth", image, ids, gt["segments_info"]))
         for order, title in (("score", "heuristic (score order)"), ("srm", "SRM order")):
             ann = preds[order][name]
             ids = read_id_png(eval_dir / order_dir_name(order) / "panoptic" / ann["file_name"])
-            panels.append((title, viz.draw_panoptic(image, ids, ann["segments_info"], lookup)))
+            panels.append(panel(title, image, ids, ann["segments_info"]))
         path = out_dir / (Path(name).stem + ".jpg")
         viz.side_by_side(panels).save(path, quality=92)
         written.append(path)

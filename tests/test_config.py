@@ -70,6 +70,12 @@ def test_overrides_parse_yaml_values():
     assert cfg.model.backbone.weights is None and cfg.solver.amp is True and cfg.seed == 3
 
 
+def test_exponent_floats_without_a_dot():
+    # PyYAML reads "1e-4" as a string (YAML 1.1); the config accepts it as the number users mean.
+    cfg = load_config(None, ["solver.weight_decay=1e-4", "solver.base_lr=2E-2"])
+    assert cfg.solver.weight_decay == 1e-4 and cfg.solver.base_lr == 0.02
+
+
 @pytest.mark.parametrize(
     "override, message",
     [

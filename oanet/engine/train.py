@@ -42,15 +42,15 @@ from oanet.engine.distributed import (
     cleanup_distributed,
     init_distributed,
 )
-from oanet.errors import ConfigError, DataError
+from oanet.errors import ConfigError, OANetError
 
 REFERENCE_IMS_PER_BATCH = 16  # the paper's batch, for which base_lr = 0.02 is given
 LAST_CHECKPOINT = "last.pth"
 FINAL_MODEL = "model_final.pth"
 
 
-class NonFiniteLossError(FloatingPointError):
-    """Training diverged: a loss term became NaN or infinite."""
+class NonFiniteLossError(OANetError, FloatingPointError):
+    """Training diverged: a loss term became NaN or infinite (the CLI prints it as one line)."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -279,6 +279,8 @@ def _train(cfg: Config, resume: bool, dist_ctx: DistContext) -> dict:
     device = dist_ctx.device
     solver = cfg.solver
     check_solver(solver, dist_ctx.world_size)
+    if cfg.seed < 0:
+        raise ConfigError(f"seed must be >= 0, got {cfg.seed}")
     output_dir = Path(cfg.output_dir)
     last_path = output_dir / LAST_CHECKPOINT
 

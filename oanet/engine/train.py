@@ -307,6 +307,9 @@ def _train(cfg: Config, resume: bool, dist_ctx: DistContext) -> dict:
 
     if dist_ctx.is_main:
         output_dir.mkdir(parents=True, exist_ok=True)
+        # A run killed while writing a checkpoint leaves its temporary file; last.pth itself is intact.
+        for stale in output_dir.glob(f".{LAST_CHECKPOINT}.*.tmp"):
+            stale.unlink(missing_ok=True)
         save_config(cfg, output_dir / "config.yaml")
 
     # Same seed on every rank: identical initial weights without relying on a broadcast.

@@ -854,7 +854,7 @@ def evaluate_pq(gt_json: str, gt_dir: str, pred_json: str, pred_dir: str, worker
     """{"All", "Things", "Stuff"} -> {"pq", "sq", "rq", "n"} (fractions) with oanet's PQ."""
     from oanet.evaluation.pq import pq_compute
 
-    result = pq_compute(gt_json, gt_dir, pred_json, pred_dir, workers=workers).to_dict()
+    result = pq_compute(gt_json, gt_dir, pred_json, pred_dir, workers=workers, progress=False).to_dict()
     return {k: result[k] for k in ("All", "Things", "Stuff")}
 
 

@@ -165,7 +165,8 @@ def test_sigkill_then_resume_matches_uninterrupted_run(synthetic, reference_run,
     assert _max_abs_diff(resumed["model"], reference["model"]) == 0.0
     momentum = lambda ckpt: {str(k): v["momentum_buffer"] for k, v in ckpt["optimizer"]["state"].items()}
     assert _max_abs_diff(momentum(resumed), momentum(reference)) == 0.0
-    assert [r["iteration"] for r in _metrics(out)][-2:] == [5, 6]
+    # Log lines the killed run wrote after its checkpoint were dropped, then redone once.
+    assert [r["iteration"] for r in _metrics(out)] == [1, 2, 3, 4, 5, 6]
 
 
 def test_resume_with_longer_schedule_and_refusals(synthetic, reference_run, tmp_path, one_thread):

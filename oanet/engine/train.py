@@ -16,6 +16,7 @@ import contextlib
 import dataclasses
 import json
 import math
+import os
 import random
 import sys
 import time
@@ -217,20 +218,29 @@ def chunk_seed(seed: int, iteration: int, chunk: int) -> int:
 
 
 class MetricWriter:
-    def __init__(self, output_dir: Path, enabled: bool, tensorboard: bool = True):
+    """metrics.jsonl and TensorBoard. On resume, records past ``start_iter`` (written after the last
+    checkpoint by the interrupted run, and about to be redone) are dropped from both."""
+
+    def __init__(self, output_dir: Path, enabled: bool, start_iter: int = 0, tensorboard: bool = True):
         self.enabled = enabled
         self.jsonl = None
         self.tb = None
         if not enabled:
             return
-        self.jsonl = open(output_dir / "metrics.jsonl", "a", buffering=1)
+        path = output_dir / "metrics.jsonl"
+        if path.exists():
+            kept = [line for line in path.read_text().splitlines() if _iteration_of(line) <= start_iter]
+            tmp = path.with_suffix(".jsonl.tmp")
+            tmp.write_text("".join(line + "\n" for line in kept))
+            os.replace(tmp, path)
+        self.jsonl = open(path, "a", buffering=1)
         if tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError:  # tensorboard is optional
                 SummaryWriter = None
             if SummaryWriter is not None:
-                self.tb = SummaryWriter(log_dir=str(output_dir / "tensorboard"))
+                self.tb = SummaryWriter(log_dir=str(output_dir / "tensorboard"), purge_step=start_iter + 1)
 
     def write(self, iteration: int, scalars: dict) -> None:
         if not self.enabled:
@@ -246,6 +256,13 @@ class MetricWriter:
             self.jsonl.close()
         if self.tb is not None:
             self.tb.close()
+
+
+def _iteration_of(line: str) -> float:
+    try:
+        return json.loads(line)["iteration"]
+    except (ValueError, KeyError, TypeError):
+        return float("inf")  # a line cut short by a kill: drop it
 
 
 def describe_non_finite(names: Sequence[str], values: torch.Tensor, iteration: int) -> str:
@@ -314,7 +331,14 @@ def _train(cfg: Config, resume: bool, dist_ctx: DistContext) -> dict:
 
     # Same seed on every rank: identical initial weights without relying on a broadcast.
     seed_everything(cfg.seed)
-    model = build_model(cfg.model).to(device)
+    model_cfg = cfg.model
+    if state is not None:  # every weight comes from the checkpoint: no ImageNet download on resume
+        model_cfg = dataclasses.replace(model_cfg, backbone=dataclasses.replace(model_cfg.backbone, weights=None))
+    if dist_ctx.distributed and not dist_ctx.is_main:
+        barrier()  # let rank 0 fetch pretrained weights into the cache first (one download, no race)
+    model = build_model(model_cfg).to(device)
+    if dist_ctx.distributed and dist_ctx.is_main:
+        barrier()
     model.train()
     optimizer = build_optimizer(model, solver)
     use_amp = solver.amp and device.type == "cuda"
@@ -360,7 +384,7 @@ def _train(cfg: Config, resume: bool, dist_ctx: DistContext) -> dict:
         pin_memory=device.type == "cuda",
     )
 
-    writer = MetricWriter(output_dir, enabled=dist_ctx.is_main)
+    writer = MetricWriter(output_dir, enabled=dist_ctx.is_main, start_iter=start_iter)
     progress = None
     if dist_ctx.is_main:
         from tqdm import tqdm

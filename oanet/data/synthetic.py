@@ -189,7 +189,7 @@ def shape_mask(shape: Shape, grid: Grid) -> np.ndarray:
         in_head = u * u + (v + 0.5 * s - head) ** 2 <= head * head
         return in_head | _capsule(u, v, top + body, 0.5 * s - body, body)
     if shape.kind == "tie":  # a kite: short top, long bottom, s = length
-        w = 0.19 * s
+        w = 0.22 * s
         return polygon_mask(u, v, [(0, -0.5 * s), (w, -0.25 * s), (0, 0.5 * s), (-w, -0.25 * s)])
     if shape.kind == "ball":
         return u * u + v * v <= (0.5 * s) ** 2

@@ -177,7 +177,9 @@ def train_for(cfg: Config, minutes: Optional[float], log=print) -> tuple[Config,
         probe = scale_schedule(cfg, cfg.solver.max_iter)  # same schedule shape, so the run continues smoothly
         started = time.perf_counter()
         train(dataclasses.replace(probe, solver=dataclasses.replace(probe.solver, max_iter=calibration)), resume=True)
-        seconds_per_iter = (time.perf_counter() - started) / calibration
+        # The logged iteration times leave out start-up (reading annotations, building the model).
+        logged = training_seconds(read_metrics(out / "metrics.jsonl"))
+        seconds_per_iter = (logged if logged > 0 else time.perf_counter() - started) / calibration
         max_iter = max(calibration, int(minutes * 60 / seconds_per_iter))
         cfg = scale_schedule(cfg, max_iter)
         out.mkdir(parents=True, exist_ok=True)

@@ -23,8 +23,6 @@ from oanet.cli import main as oanet_main
 from oanet import viz
 from oanet.data.png_io import read_id_png
 
-pytestmark = pytest.mark.slow
-
 PQ_GROUPS = ("All", "Things", "Stuff")
 PQ_KEYS = {"pq", "sq", "rq", "n"}
 
@@ -68,6 +66,7 @@ def demo(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_demo_quick_writes_report_with_both_orders(demo):
     report = json.loads((demo / "report.json").read_text())
     for order in ("score_order", "srm_order"):
@@ -84,6 +83,7 @@ def test_demo_quick_writes_report_with_both_orders(demo):
     assert_valid_panoptic_output(demo / "eval" / "srm_order" / "panoptic.json", expected_images=3)
 
 
+@pytest.mark.slow
 def test_demo_overlays_show_ground_truth_and_both_orders(demo, tmp_path):
     from oanet.engine.demo import benchmark_split, draw_order_comparisons
 
@@ -97,6 +97,7 @@ def test_demo_overlays_show_ground_truth_and_both_orders(demo, tmp_path):
     assert (width, height) == (3 * 384 + 2 * 4, 384 + viz.TITLE_HEIGHT)
 
 
+@pytest.mark.slow
 def test_evaluate_cli_on_a_subset(demo, tmp_path):
     out = tmp_path / "eval"
     proc = run_cli(
@@ -118,6 +119,7 @@ def test_evaluate_cli_on_a_subset(demo, tmp_path):
     assert len(json.loads((out / "gt_subset.json").read_text())["annotations"]) == 2
 
 
+@pytest.mark.slow
 def test_predict_cli_both_orders_on_a_folder(demo, tmp_path, capsys):
     # The CLI's own entry point, in this process (torch is already imported: saves a start-up).
     images = demo / "data" / "images" / "val"
@@ -136,6 +138,7 @@ def test_predict_cli_both_orders_on_a_folder(demo, tmp_path, capsys):
         assert img.size[0] == 2 * 64 + 4  # heuristic | SRM
 
 
+@pytest.mark.slow
 def test_predict_single_order_in_process(demo, tmp_path):
     from oanet.engine.checkpoint import load_model_from_checkpoint
     from oanet.engine.predict import predict
@@ -149,6 +152,7 @@ def test_predict_single_order_in_process(demo, tmp_path):
         assert img.size == (64, 64)
 
 
+@pytest.mark.slow
 def test_predict_errors_name_the_file(demo, tmp_path, capsys):
     checkpoint = str(demo / "train" / "model_final.pth")
     empty = tmp_path / "empty"
@@ -167,3 +171,76 @@ def test_predict_errors_name_the_file(demo, tmp_path, capsys):
     image = str(next((demo / "data" / "images" / "val").iterdir()))
     assert oanet_main(["predict", "--checkpoint", str(missing), image, "--out", str(tmp_path / "o")]) == 2
     assert f"{missing}: checkpoint not found" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------------
+# the report and the schedule, from hand-made numbers (no training)
+
+PQ = {
+    "score_order": {
+        "All": {"pq": 0.40, "sq": 0.80, "rq": 0.50, "n": 6},
+        "Things": {"pq": 0.30, "sq": 0.75, "rq": 0.40, "n": 4},
+        "Stuff": {"pq": 0.60, "sq": 0.90, "rq": 0.6667, "n": 2},
+        "per_class": {"1": {"pq": 0.3, "sq": 0.75, "rq": 0.4, "tp": 2, "fp": 1, "fn": 2}},
+    },
+    "srm_order": {
+        "All": {"pq": 0.45, "sq": 0.81, "rq": 0.5556, "n": 6},
+        "Things": {"pq": 0.375, "sq": 0.77, "rq": 0.487, "n": 4},
+        "Stuff": {"pq": 0.60, "sq": 0.90, "rq": 0.6667, "n": 2},
+        "per_class": {"1": {"pq": 0.375, "sq": 0.77, "rq": 0.487, "tp": 3, "fp": 1, "fn": 1}},
+    },
+}
+
+
+def test_report_from_hand_made_numbers(tmp_path):
+    from oanet.engine.demo import plot_losses, write_report
+
+    metrics = [{"iteration": i, "loss": 5.0 / i, "loss_srm": 1.0 / i, "time_per_iter": 0.5} for i in (1, 2, 3)]
+    plot = plot_losses(metrics, tmp_path / "loss.png")
+    assert plot is not None and plot.stat().st_size > 1000
+    overlay = tmp_path / "overlays" / "000001.jpg"
+    run = {"data_dir": "d", "train_images": 10, "val_images": 3, "preset": "synthetic_cpu.yaml", "iterations": 3,
+           "train_minutes": 0.1, "eval_minutes": 0.05, "device": "cpu", "checkpoint": "c.pth", "eval_dir": "e"}
+    md_path, json_path = write_report(tmp_path, PQ, run, plot, [(overlay, 0.125)])
+    report = json.loads(json_path.read_text())
+    assert report["score_order"] == PQ["score_order"] and report["srm_order"] == PQ["srm_order"]
+    assert report["difference"]["All"]["pq"] == pytest.approx(0.05)
+    assert report["difference"]["Things"]["pq"] == pytest.approx(0.075)
+    md = md_path.read_text()
+    assert "| All | 6 | 40.00 | 45.00 | +5.00 |" in md
+    assert "**+5.00** points" in md and "(things +7.50, stuff +0.00)" in md
+    assert "![000001](overlays/000001.jpg)" in md and "12.5% of pixels differ" in md
+    assert plot_losses([], tmp_path / "none.png") is None
+
+
+def test_schedule_scaling_and_logged_training_time():
+    from oanet.config import Config
+    from oanet.engine.demo import scale_schedule, training_seconds
+
+    cfg = Config()
+    cfg.solver.max_iter, cfg.solver.steps, cfg.solver.warmup_iters = 800, (600, 750), 100
+    scaled = scale_schedule(cfg, 80)
+    assert scaled.solver.max_iter == 80 and scaled.solver.steps == (60, 75)
+    assert scaled.solver.warmup_iters == 10 and cfg.solver.max_iter == 800
+    rows = [{"iteration": 10, "time_per_iter": 2.0}, {"iteration": 20, "time_per_iter": 1.0}, {"loss": 1.0}]
+    assert training_seconds(rows) == pytest.approx(30.0)
+
+
+def test_most_different_skips_identical_maps_and_orders_by_difference():
+    from oanet.engine.demo import most_different
+
+    diffs = {"a.jpg": 0.0, "b.jpg": 0.2, "c.jpg": 0.5, "d.jpg": 0.2}
+    assert most_different(diffs, 2) == [("c.jpg", 0.5), ("b.jpg", 0.2)]
+    assert most_different({"a.jpg": 0.0}, 4) == []
+
+
+def test_preset_is_found_and_points_at_the_benchmark(tmp_path):
+    from oanet.engine.demo import demo_config, find_preset
+
+    preset = find_preset()
+    assert preset.name == "synthetic_cpu.yaml" and preset.is_file()
+    cfg = demo_config(tmp_path / "data", tmp_path / "out", quick=True, preset=preset)
+    assert cfg.data.val.panoptic_json == str(tmp_path / "data" / "annotations" / "panoptic_val.json")
+    assert cfg.output_dir == str(tmp_path / "out" / "train") and cfg.solver.max_iter == 2
+    with pytest.raises(FileNotFoundError, match="nope.yaml"):
+        find_preset("nope.yaml")

@@ -1,11 +1,48 @@
-"""Placeholder until the `pq` subcommand lands (being built now); replaced by its real module."""
+"""``oanet pq``: Panoptic Quality of COCO-format predictions, with the COCO panoptic API's semantics."""
 
-HELP = "(pq: not built yet)"
+from __future__ import annotations
+
+import argparse
+
+HELP = "Panoptic Quality (PQ/SQ/RQ) of COCO panoptic predictions against a ground truth"
 
 
-def add_arguments(parser):
-    pass
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--gt-json", required=True, help="ground-truth COCO panoptic JSON")
+    parser.add_argument("--gt-dir", required=True, help="folder of the ground-truth PNGs")
+    parser.add_argument("--pred-json", required=True, help="predicted COCO panoptic JSON")
+    parser.add_argument("--pred-dir", required=True, help="folder of the predicted PNGs")
+    parser.add_argument(
+        "--workers", type=int, default=None, help="processes (default: all cores; 0 or 1: in this process)"
+    )
+    parser.add_argument("--output", help="write the results (All/Things/Stuff and per class) to this JSON file")
+    parser.add_argument("--per-class", action="store_true", help="also print a table of every counted class")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def run(args):
-    raise SystemExit("oanet pq is not built yet")
+def run(args: argparse.Namespace) -> int:
+    import json
+    import time
+    from pathlib import Path
+
+    from oanet.errors import ConfigError
+    from oanet.evaluation.pq import format_per_class_table, format_table, pq_compute
+
+    if args.workers is not None and args.workers < 0:
+        raise ConfigError(f"--workers must be >= 0, got {args.workers}")
+    start = time.perf_counter()
+    result = pq_compute(
+        args.gt_json, args.gt_dir, args.pred_json, args.pred_dir, workers=args.workers, progress=not args.no_progress
+    )
+    elapsed = time.perf_counter() - start
+    if args.per_class:
+        print(format_per_class_table(result))
+        print()
+    print(format_table(result))
+    print(f"{result.n_images} images in {elapsed:.2f} s ({result.n_images / elapsed:.0f} images/s)")
+    if args.output:
+        output = Path(args.output)
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(json.dumps(result.to_dict(), indent=2) + "\n")
+        print(f"results written to {output}")
+    return 0

@@ -1,0 +1,490 @@
+"""Panoptic Quality (PQ = SQ x RQ, Kirillov et al. 2019) with the COCO panoptic API's semantics. No torch.
+
+The numbers are those of ``panopticapi.evaluation.pq_compute``:
+
+- segment id 0 is VOID; the ground-truth area of a segment is the ``area`` of the GT JSON, the area of a
+  predicted segment is its pixel count in the predicted PNG;
+- a prediction and a ground-truth segment match when they have the same category, the GT segment is not
+  crowd, and IoU > 0.5, where the union leaves out the predicted pixels that fall on GT void;
+- unmatched non-crowd GT segments are false negatives; an unmatched prediction is a false positive unless
+  more than half of it lies on GT void plus the GT crowd region of its category (like the COCO API, one
+  crowd segment per category and image: the last one the GT JSON lists);
+- per class PQ = sum(IoU of matches) / (TP + FP/2 + FN/2); All/Things/Stuff average over the classes with
+  TP + FP + FN > 0.
+
+Unlike the COCO API, inconsistent inputs are errors that name the image instead of being skipped or
+counted: an id in a PNG that no segment declares (GT or prediction), a declared segment missing from its
+PNG, an unknown category, a duplicate segment id, PNG sizes that differ.
+
+Per image, each PNG's ids are mapped to rows of its declared segments with one ``searchsorted`` and
+the (GT row, predicted row) pairs are counted with one ``bincount``; the matching is numpy over that
+small confusion table. Images are spread over worker processes.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import sys
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Optional, Sequence, Union
+
+import numpy as np
+
+from oanet.data.png_io import read_id_png
+from oanet.errors import DataError
+
+VOID = 0
+MAX_SEGMENT_ID = 256**3 - 1  # a 24-bit RGB PNG holds no larger id
+MATCH_IOU = 0.5  # matched iff IoU is strictly above
+IGNORE_FRACTION = 0.5  # an unmatched prediction is ignored iff its void+crowd share is strictly above
+
+JsonSource = Union[str, "os.PathLike[str]", Mapping[str, Any]]
+
+# Rows of the per-image / accumulated statistics array, shape (4, number of categories).
+IOU, TP, FP, FN = range(4)
+
+
+# --------------------------------------------------------------------------------------------------
+# JSON inputs
+
+
+def load_panoptic_json(source: JsonSource, role: str) -> tuple[dict, str]:
+    """The JSON dict of a COCO panoptic file (or an already-loaded dict) and a name for errors."""
+    if isinstance(source, Mapping):
+        data, name = source, f"<{role} dict>"
+    else:
+        path = Path(source)
+        name = str(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: {role} JSON not found")
+        try:
+            with open(path, "rb") as f:
+                data = json.load(f)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise DataError(f"{path}: malformed {role} JSON ({exc})") from None
+    if not isinstance(data, Mapping) or not isinstance(data.get("annotations"), list):
+        raise DataError(f"{name}: not a COCO panoptic JSON (no 'annotations' list)")
+    return data, name
+
+
+@dataclass(frozen=True)
+class Categories:
+    """The GT JSON's categories; statistics arrays are indexed by the position in ``ids`` (sorted)."""
+
+    ids: np.ndarray  # int64 (C,) COCO category ids, ascending
+    isthing: np.ndarray  # bool (C,)
+    names: tuple[str, ...]
+    index_of: dict  # COCO id -> index
+
+    @classmethod
+    def from_json(cls, gt: Mapping, name: str) -> "Categories":
+        entries = gt.get("categories")
+        if not isinstance(entries, list) or not entries:
+            raise DataError(f"{name}: no 'categories' list in the ground-truth JSON")
+        try:
+            rows = sorted((int(c["id"]), bool(c["isthing"]), str(c.get("name", c["id"]))) for c in entries)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise DataError(f"{name}: every category needs an integer 'id' and 'isthing' ({exc!r})") from None
+        ids = np.array([r[0] for r in rows], dtype=np.int64)
+        if np.any(ids[1:] == ids[:-1]):
+            raise DataError(f"{name}: duplicate category ids {sorted(set(ids[1:][ids[1:] == ids[:-1]].tolist()))}")
+        return cls(
+            ids=ids,
+            isthing=np.array([r[1] for r in rows], dtype=bool),
+            names=tuple(r[2] for r in rows),
+            index_of={int(i): k for k, i in enumerate(ids)},
+        )
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def _annotation_label(ann: Mapping) -> str:
+    return f"image {ann.get('image_id', '?')} ({ann.get('file_name', '?')})"
+
+
+def pair_annotations(gt: Mapping, gt_name: str, pred: Mapping, pred_name: str) -> list[tuple[dict, dict]]:
+    """(GT annotation, predicted annotation) per GT image, paired by image_id like the COCO API."""
+    by_image: dict = {}
+    for k, ann in enumerate(pred["annotations"]):
+        if not isinstance(ann, Mapping) or "image_id" not in ann:
+            raise DataError(f"{pred_name}: annotation #{k} has no 'image_id'")
+        if ann["image_id"] in by_image:
+            raise DataError(f"{pred_name}: two predictions for image {ann['image_id']}")
+        by_image[ann["image_id"]] = ann
+    pairs, seen = [], set()
+    for k, ann in enumerate(gt["annotations"]):
+        if not isinstance(ann, Mapping) or "image_id" not in ann:
+            raise DataError(f"{gt_name}: annotation #{k} has no 'image_id'")
+        image_id = ann["image_id"]
+        if image_id in seen:
+            raise DataError(f"{gt_name}: two ground-truth annotations for image {image_id}")
+        seen.add(image_id)
+        if image_id not in by_image:
+            raise DataError(f"{pred_name}: no prediction for image {image_id} ({ann.get('file_name', '?')})")
+        pairs.append((ann, by_image[image_id]))
+    if not pairs:
+        raise DataError(f"{gt_name}: the ground-truth JSON has no annotations")
+    return pairs
+
+
+@dataclass(frozen=True)
+class Segments:
+    """The segments one image declares, sorted by id (PNG ids are looked up by binary search)."""
+
+    ids: np.ndarray  # uint32 (K,), ascending, all > 0
+    category: np.ndarray  # intp (K,) index into Categories
+    iscrowd: np.ndarray  # bool (K,)
+    area: np.ndarray  # float64 (K,) the JSON's area (used for GT only)
+    # (category index -> row) of the crowd region each category ignores: the COCO API keeps one crowd
+    # segment per category, the last one listed.
+    crowd_category: np.ndarray  # intp
+    crowd_row: np.ndarray  # intp
+
+
+def parse_segments(ann: Mapping, categories: Categories, role: str, with_area: bool) -> Segments:
+    """Validated segments of one annotation; DataError names the image and the problem."""
+    label = f"{role} {_annotation_label(ann)}"
+    infos = ann.get("segments_info")
+    if not isinstance(infos, list):
+        raise DataError(f"{label}: no 'segments_info' list")
+    try:
+        ids = [int(s["id"]) for s in infos]
+        category_ids = [int(s["category_id"]) for s in infos]
+        iscrowd = [bool(s.get("iscrowd", 0)) for s in infos]
+        areas = [float(s["area"]) for s in infos] if with_area else [0.0] * len(infos)
+    except (KeyError, TypeError, ValueError) as exc:
+        need = "'id', 'category_id' and 'area'" if with_area else "'id' and 'category_id'"
+        raise DataError(f"{label}: every segment needs {need} ({exc!r})") from None
+
+    bad_ids = [i for i in ids if not 0 < i <= MAX_SEGMENT_ID]
+    if bad_ids:
+        raise DataError(f"{label}: segment ids {bad_ids[:10]} outside 1..{MAX_SEGMENT_ID} (0 is VOID)")
+    unknown = sorted({c for c in category_ids if c not in categories.index_of})
+    if unknown:
+        raise DataError(f"{label}: unknown category ids {unknown[:10]} (not in the ground-truth categories)")
+    if with_area and any(a <= 0 for a in areas):
+        raise DataError(f"{label}: segment areas must be positive")
+
+    ids_array = np.array(ids, dtype=np.int64)
+    order = np.argsort(ids_array, kind="stable")
+    sorted_ids = ids_array[order]
+    duplicated = sorted_ids[1:][sorted_ids[1:] == sorted_ids[:-1]]
+    if duplicated.size:
+        raise DataError(f"{label}: duplicate segment ids {sorted(set(duplicated.tolist()))[:10]}")
+    category = np.array([categories.index_of[c] for c in category_ids], dtype=np.intp)
+    crowd = np.array(iscrowd, dtype=bool)
+
+    row_of_position = np.empty(len(ids), dtype=np.intp)
+    row_of_position[order] = np.arange(len(ids))
+    last_crowd = {category[k]: row_of_position[k] for k in np.flatnonzero(crowd)}  # later ones overwrite
+    return Segments(
+        ids=sorted_ids.astype(np.uint32),
+        category=category[order],
+        iscrowd=crowd[order],
+        area=np.array(areas, dtype=np.float64)[order],
+        crowd_category=np.array(list(last_crowd.keys()), dtype=np.intp),
+        crowd_row=np.array(list(last_crowd.values()), dtype=np.intp),
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# One image
+
+
+UNDECLARED = np.iinfo(np.uint16).max  # the row lookup's mark for ids no segment declares
+_lookups = threading.local()  # one id -> row table per thread, reused from image to image
+
+
+def _row_lookup() -> np.ndarray:
+    table = getattr(_lookups, "table", None)
+    if table is None:
+        # 32 MiB, once per process: a gather through it is ~6x faster than a binary search per pixel.
+        table = _lookups.table = np.full(MAX_SEGMENT_ID + 1, UNDECLARED, dtype=np.uint16)
+        table[VOID] = 0
+    return table
+
+
+def segment_rows(ids: np.ndarray, segments: Segments, where: str) -> np.ndarray:
+    """Row of each pixel's segment: 0 for VOID, 1 + position in ``segments.ids`` otherwise.
+
+    DataError (naming ``where``) when a pixel has an id that no segment declares.
+    """
+    if len(segments.ids) < UNDECLARED and ids.dtype == np.uint32:
+        table = _row_lookup()
+        table[segments.ids] = np.arange(1, len(segments.ids) + 1, dtype=np.uint16)
+        try:
+            rows = table.take(ids)
+        except IndexError:  # an id above 24 bits: not from a PNG, let the search below word it
+            rows = None
+        finally:
+            table[segments.ids] = UNDECLARED
+        if rows is not None and rows.max(initial=0) != UNDECLARED:
+            return rows
+    keys = np.concatenate([np.zeros(1, np.uint32), segments.ids])
+    rows = np.searchsorted(keys, ids)
+    found = keys.take(rows, mode="clip") == ids
+    if not found.all():
+        undeclared = np.unique(ids[~found])
+        raise DataError(f"{where}: ids {undeclared[:10].tolist()} in the PNG are declared by no segment")
+    return rows
+
+
+def confusion(gt_rows: np.ndarray, pred_rows: np.ndarray, n_gt: int, n_pred: int) -> np.ndarray:
+    """Pixel counts of every (GT row, predicted row) pair, shape (1 + n_gt, 1 + n_pred); row/col 0 = VOID."""
+    width = n_pred + 1
+    joint = gt_rows.astype(np.intp).ravel()  # bincount counts intp; widening first also avoids overflow
+    joint *= width
+    joint += pred_rows.ravel()
+    return np.bincount(joint, minlength=(n_gt + 1) * width).reshape(n_gt + 1, width)
+
+
+def match_segments(counts: np.ndarray, gt: Segments, pred: Segments, n_categories: int) -> np.ndarray:
+    """Per-category (IoU sum, TP, FP, FN) of one image, shape (4, n_categories), from its confusion table."""
+    intersection = counts[1:, 1:]
+    pred_on_void = counts[0, 1:]
+    pred_area = counts[:, 1:].sum(axis=0)
+
+    candidate = (intersection > 0) & (gt.category[:, None] == pred.category[None, :]) & ~gt.iscrowd[:, None]
+    union = pred_area[None, :] + gt.area[:, None] - intersection - pred_on_void[None, :]
+    iou = np.zeros(intersection.shape, dtype=np.float64)
+    np.divide(intersection, union, out=iou, where=candidate)
+    matched = candidate & (iou > MATCH_IOU)
+    gt_matched = matched.any(axis=1)
+    pred_matched = matched.any(axis=0)
+
+    gt_of_match, _ = np.nonzero(matched)
+    match_category = gt.category[gt_of_match]
+
+    false_negative = ~gt_matched & ~gt.iscrowd
+
+    # The share of each prediction that lies on GT void or on its category's crowd region.
+    crowd_row_of_category = np.full(n_categories, -1, dtype=np.intp)
+    crowd_row_of_category[gt.crowd_category] = gt.crowd_row
+    crowd_row = crowd_row_of_category[pred.category]
+    has_crowd = crowd_row >= 0
+    on_crowd = np.zeros(len(pred.ids), dtype=np.int64)
+    on_crowd[has_crowd] = intersection[crowd_row[has_crowd], np.flatnonzero(has_crowd)]
+    ignored = (pred_on_void + on_crowd) / pred_area > IGNORE_FRACTION
+    false_positive = ~pred_matched & ~ignored
+
+    stats = np.empty((4, n_categories), dtype=np.float64)
+    stats[IOU] = np.bincount(match_category, weights=iou[matched], minlength=n_categories)
+    stats[TP] = np.bincount(match_category, minlength=n_categories)
+    stats[FP] = np.bincount(pred.category[false_positive], minlength=n_categories)
+    stats[FN] = np.bincount(gt.category[false_negative], minlength=n_categories)
+    return stats
+
+
+def evaluate_image(
+    gt_ann: Mapping, pred_ann: Mapping, gt_dir: Path, pred_dir: Path, categories: Categories
+) -> np.ndarray:
+    """Per-category (IoU sum, TP, FP, FN) of one image, shape (4, C)."""
+    gt = parse_segments(gt_ann, categories, "ground-truth", with_area=True)
+    pred = parse_segments(pred_ann, categories, "prediction", with_area=False)
+    for role, ann in (("ground-truth", gt_ann), ("prediction", pred_ann)):
+        if not isinstance(ann.get("file_name"), str):
+            raise DataError(f"{role} {_annotation_label(ann)}: no 'file_name'")
+    gt_path = Path(gt_dir) / gt_ann["file_name"]
+    pred_path = Path(pred_dir) / pred_ann["file_name"]
+    where_gt = f"{gt_path} (ground truth of image {gt_ann['image_id']})"
+    where_pred = f"{pred_path} (prediction for image {gt_ann['image_id']})"
+    if not pred_path.is_file():
+        raise FileNotFoundError(f"{where_pred}: predicted PNG not found")
+    if not gt_path.is_file():
+        raise FileNotFoundError(f"{where_gt}: ground-truth PNG not found")
+    gt_ids = _read(gt_path, where_gt)
+    pred_ids = _read(pred_path, where_pred)
+    if gt_ids.shape != pred_ids.shape:
+        raise DataError(f"{where_pred}: size {_size(pred_ids)} differs from the ground truth's {_size(gt_ids)}")
+
+    counts = confusion(
+        segment_rows(gt_ids, gt, where_gt), segment_rows(pred_ids, pred, where_pred), len(gt.ids), len(pred.ids)
+    )
+    gt_pixels, pred_pixels = counts[1:, :].sum(axis=1), counts[:, 1:].sum(axis=0)
+    for where, segments, pixels in ((where_gt, gt, gt_pixels), (where_pred, pred, pred_pixels)):
+        absent = segments.ids[pixels == 0]
+        if absent.size:
+            raise DataError(f"{where}: declared segments {absent[:10].tolist()} have no pixel in the PNG")
+    return match_segments(counts, gt, pred, len(categories))
+
+
+def _read(path: Path, where: str) -> np.ndarray:
+    try:
+        return read_id_png(path)
+    except DataError as exc:
+        problem = str(exc).removeprefix(f"{path}: ")  # ``where`` names the file already
+        raise DataError(f"{where}: {problem}") from None
+
+
+def _size(ids: np.ndarray) -> str:
+    return f"{ids.shape[1]}x{ids.shape[0]}"
+
+
+# --------------------------------------------------------------------------------------------------
+# Results
+
+
+def _summarise(stats: np.ndarray) -> dict[str, np.ndarray]:
+    iou, tp, fp, fn = stats
+    counted = tp + fp + fn > 0
+    denominator = np.where(counted, tp + 0.5 * fp + 0.5 * fn, 1.0)
+    return {
+        "counted": counted,
+        "pq": np.where(counted, iou / denominator, 0.0),
+        "sq": np.where(tp > 0, iou / np.maximum(tp, 1), 0.0),
+        "rq": np.where(counted, tp / denominator, 0.0),
+    }
+
+
+@dataclass(frozen=True)
+class PQResult:
+    """Accumulated statistics of an evaluation; ``to_dict()`` is the JSON of ``oanet pq --output``."""
+
+    categories: Categories
+    stats: np.ndarray  # (4, C): IoU sum, TP, FP, FN per category
+    n_images: int
+
+    def summary(self, isthing: Optional[bool] = None) -> dict[str, float | int]:
+        """Mean PQ/SQ/RQ over the counted classes (TP+FP+FN > 0); all classes, things or stuff.
+
+        With no counted class the means are 0.0 and n is 0 (where the COCO API divides by zero).
+        """
+        per = _summarise(self.stats)
+        keep = per["counted"].copy()
+        if isthing is not None:
+            keep &= self.categories.isthing == isthing
+        n = int(keep.sum())
+        mean = (lambda v: float(v[keep].sum() / n)) if n else (lambda v: 0.0)
+        return {"pq": mean(per["pq"]), "sq": mean(per["sq"]), "rq": mean(per["rq"]), "n": n}
+
+    def per_class(self) -> dict[int, dict[str, float | int]]:
+        """{COCO category id: {pq, sq, rq, tp, fp, fn}} for every GT category (zeros where never seen)."""
+        per = _summarise(self.stats)
+        return {
+            int(cid): {
+                "pq": float(per["pq"][k]),
+                "sq": float(per["sq"][k]),
+                "rq": float(per["rq"][k]),
+                "tp": int(self.stats[TP, k]),
+                "fp": int(self.stats[FP, k]),
+                "fn": int(self.stats[FN, k]),
+            }
+            for k, cid in enumerate(self.categories.ids)
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "All": self.summary(None),
+            "Things": self.summary(True),
+            "Stuff": self.summary(False),
+            "per_class": {str(cid): v for cid, v in self.per_class().items()},
+        }
+
+
+def format_table(result: PQResult) -> str:
+    """The COCO API's summary table: PQ, SQ, RQ (x100) and N for All, Things and Stuff."""
+    lines = [f"{'':10s}| {'PQ':>5s}  {'SQ':>5s}  {'RQ':>5s} {'N':>5s}", "-" * 38]
+    for name, isthing in (("All", None), ("Things", True), ("Stuff", False)):
+        s = result.summary(isthing)
+        lines.append(f"{name:10s}| {100 * s['pq']:5.1f}  {100 * s['sq']:5.1f}  {100 * s['rq']:5.1f} {s['n']:5d}")
+    return "\n".join(lines)
+
+
+def format_per_class_table(result: PQResult) -> str:
+    """One row per counted class: id, name, kind, PQ/SQ/RQ (x100), TP/FP/FN."""
+    lines = [f"{'id':>4s}  {'name':24s} {'kind':5s} | {'PQ':>5s}  {'SQ':>5s}  {'RQ':>5s} | {'TP':>6s} {'FP':>6s} {'FN':>6s}"]
+    lines.append("-" * len(lines[0]))
+    cats = result.categories
+    for k, (cid, v) in enumerate(result.per_class().items()):
+        if v["tp"] + v["fp"] + v["fn"] == 0:
+            continue
+        kind = "thing" if cats.isthing[k] else "stuff"
+        lines.append(
+            f"{cid:4d}  {cats.names[k][:24]:24s} {kind:5s} | {100 * v['pq']:5.1f}  {100 * v['sq']:5.1f}  "
+            f"{100 * v['rq']:5.1f} | {v['tp']:6d} {v['fp']:6d} {v['fn']:6d}"
+        )
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------------
+# The dataset
+
+
+_worker_args: Optional[tuple] = None  # (gt_dir, pred_dir, categories) in each worker process
+
+
+def _init_worker(gt_dir: Path, pred_dir: Path, categories: Categories) -> None:
+    global _worker_args
+    _worker_args = (gt_dir, pred_dir, categories)
+
+
+def _evaluate_pair(pair: tuple[Mapping, Mapping]) -> np.ndarray:
+    gt_dir, pred_dir, categories = _worker_args
+    return evaluate_image(pair[0], pair[1], gt_dir, pred_dir, categories)
+
+
+def default_workers() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def _image_stats(
+    pairs: Sequence[tuple[Mapping, Mapping]], gt_dir: Path, pred_dir: Path, categories: Categories, workers: int
+) -> Iterator[np.ndarray]:
+    if workers <= 1:
+        for gt_ann, pred_ann in pairs:
+            yield evaluate_image(gt_ann, pred_ann, gt_dir, pred_dir, categories)
+        return
+    # fork on Linux, as the COCO API and torch's DataLoader: workers start in milliseconds and a caller's
+    # script needs no ``if __name__ == "__main__"`` guard (spawn re-runs it). The workers touch neither
+    # torch nor CUDA, so forking a training process is safe. Elsewhere the platform's default.
+    method = "fork" if sys.platform.startswith("linux") else None
+    chunksize = max(1, min(16, len(pairs) // (4 * workers)))
+    with multiprocessing.get_context(method).Pool(
+        workers, initializer=_init_worker, initargs=(gt_dir, pred_dir, categories)
+    ) as pool:
+        yield from pool.imap_unordered(_evaluate_pair, pairs, chunksize=chunksize)
+
+
+def pq_compute(
+    gt_json: JsonSource,
+    gt_dir: Union[str, "os.PathLike[str]"],
+    pred_json: JsonSource,
+    pred_dir: Union[str, "os.PathLike[str]"],
+    workers: Optional[int] = None,
+    progress: bool = True,
+) -> PQResult:
+    """Panoptic Quality of the predictions against the ground truth, with the COCO panoptic API's semantics.
+
+    ``gt_json``/``pred_json`` are paths or already-loaded dicts in the COCO panoptic format; the PNGs are
+    ``<dir>/<file_name>``. Predictions for images absent from the ground truth are ignored. ``workers``:
+    processes (default all cores; 0 or 1 evaluates in this process). Raises DataError or
+    FileNotFoundError, naming the image, on inconsistent inputs.
+    """
+    gt, gt_name = load_panoptic_json(gt_json, "ground-truth")
+    pred, pred_name = load_panoptic_json(pred_json, "prediction")
+    categories = Categories.from_json(gt, gt_name)
+    pairs = pair_annotations(gt, gt_name, pred, pred_name)
+    gt_dir, pred_dir = Path(gt_dir), Path(pred_dir)
+    for folder, role in ((gt_dir, "ground-truth"), (pred_dir, "prediction")):
+        if not folder.is_dir():
+            raise FileNotFoundError(f"{folder}: {role} PNG folder not found")
+
+    workers = default_workers() if workers is None else int(workers)
+    workers = max(1, min(workers, len(pairs)))
+    stats = np.zeros((4, len(categories)), dtype=np.float64)
+    images = _image_stats(pairs, gt_dir, pred_dir, categories, workers)
+    if progress:
+        from tqdm import tqdm
+
+        images = tqdm(images, total=len(pairs), desc="PQ", unit="img", dynamic_ncols=True)
+    for image_stats in images:
+        stats += image_stats
+    return PQResult(categories=categories, stats=stats, n_images=len(pairs))

@@ -143,10 +143,24 @@ class Shape:
             1.45 if self.kind in ("box", "triangle") else 1.0
         )
 
-    def local(self, grid: Grid) -> tuple[np.ndarray, np.ndarray]:
-        """Coordinates in the shape's frame: u across, v along (down), origin at the centre."""
+    @property
+    def extent(self) -> float:
+        """Distance from the centre to the farthest silhouette point (at most)."""
+        factor = {"box": 0.5 * math.hypot(1.0, self.aspect), "triangle": 1 / math.sqrt(3), "cross": 0.55}
+        return self.size * factor.get(self.kind, 0.5) + 1.0
+
+    def window(self, grid: Grid) -> tuple[slice, slice]:
+        """Rows and columns of the image that can hold the shape: all work is done inside them."""
+        h, w = grid.xs.shape
+        r = self.extent
+        rows = slice(int(np.clip(math.floor(self.cy - r), 0, h)), int(np.clip(math.ceil(self.cy + r) + 1, 0, h)))
+        cols = slice(int(np.clip(math.floor(self.cx - r), 0, w)), int(np.clip(math.ceil(self.cx + r) + 1, 0, w)))
+        return rows, cols
+
+    def local(self, grid: Grid, window: tuple[slice, slice]) -> tuple[np.ndarray, np.ndarray]:
+        """Coordinates in the shape's frame inside ``window``: u across, v along (down), origin at the centre."""
         cos, sin = math.cos(self.angle), math.sin(self.angle)
-        dx, dy = grid.xs - self.cx, grid.ys - self.cy
+        dx, dy = grid.xs[window] - self.cx, grid.ys[window] - self.cy
         return cos * dx + sin * dy, -sin * dx + cos * dy
 
 
@@ -180,7 +194,13 @@ def _star_vertices(outer: float, inner: float, points: int = 5) -> list[tuple[fl
 
 def shape_mask(shape: Shape, grid: Grid) -> np.ndarray:
     """Boolean (H, W) silhouette of ``shape``."""
-    u, v = shape.local(grid)
+    window = shape.window(grid)
+    mask = np.zeros(grid.xs.shape, dtype=bool)
+    mask[window] = _local_mask(shape, *shape.local(grid, window))
+    return mask
+
+
+def _local_mask(shape: Shape, u: np.ndarray, v: np.ndarray) -> np.ndarray:
     s = shape.size
     if shape.kind == "person":  # a head on a capsule body, s = height
         head = 0.11 * s
@@ -363,9 +383,13 @@ def thing_colors(shape: Shape, cls: ThingClass, rng: np.random.Generator, u: np.
 def paint(image: np.ndarray, mask: np.ndarray, shape: Shape, cls: ThingClass, rng: np.random.Generator,
           grid: Grid, edge_width: int) -> None:
     """Paint a textured shape into ``image`` (float32 HxWx3) with a darker outline, in place."""
-    u, v = shape.local(grid)
-    image[mask] = thing_colors(shape, cls, rng, u[mask], v[mask])
-    image[inner_edge(mask, edge_width)] *= 0.55
+    window = shape.window(grid)
+    u, v = shape.local(grid, window)
+    inside = mask[window]
+    patch = image[window]  # a view: writing to it paints the image
+    patch[inside] = thing_colors(shape, cls, rng, u[inside], v[inside])
+    # the window leaves a margin around the shape, so eroding inside it equals eroding the whole mask
+    patch[inner_edge(inside, edge_width)] *= 0.55
 
 
 # --------------------------------------------------------------------------------------------------
@@ -530,7 +554,7 @@ def render_image(seed: int, split: str, index: int, size: int) -> dict[str, Any]
     band = max(1, round(size / 128))
 
     image = np.zeros((size, size, 3), dtype=np.float32)
-    for k in np.unique(stuff):
+    for k in np.flatnonzero(np.bincount(stuff.ravel(), minlength=len(STUFF))):
         region = stuff == k
         image[region] = stuff_texture(STUFF[k].name, rng, grid.xs[region], grid.ys[region], size)
     for i in paint_order(instances):
@@ -540,34 +564,39 @@ def render_image(seed: int, split: str, index: int, size: int) -> dict[str, Any]
     image += 3.0 * rng.standard_normal(image.shape, dtype=np.float32)
     rgb = np.clip(np.rint(image), 0, 255).astype(np.uint8)
 
-    # panoptic ids: stuff, void bands along stuff borders, then the visible instances
+    # panoptic segments as a label map (0 = void, j = segment j): stuff, void bands along stuff
+    # borders, then the visible instances
+    stuff_present = np.flatnonzero(np.bincount(stuff.ravel(), minlength=len(STUFF)))
     used: set = set()
-    stuff_ids = {k: _segment_id(rng, STUFF[k].color, used) for k in np.unique(stuff)}
-    ids = np.zeros((size, size), dtype=np.uint32)
-    for k, seg_id in stuff_ids.items():
-        ids[stuff == k] = seg_id
+    seg_ids, seg_info = [0], [(0, False)]  # (category id, iscrowd) per segment
+    for k in stuff_present:
+        seg_ids.append(_segment_id(rng, STUFF[k].color, used))
+        seg_info.append((STUFF[k].id, False))
+    label = np.searchsorted(stuff_present, stuff).astype(np.int32) + 1
     if rng.random() < STUFF_VOID_PROB:
-        ids[label_boundary(stuff, band)] = 0
+        label[label_boundary(stuff, band)] = 0
     visible = visible_masks(instances) if instances else []
     inst_ids = []
     for inst, vis in zip(instances, visible):
         seg_id = _segment_id(rng, inst.cls.color, used)
         inst_ids.append(seg_id)
-        ids[vis] = seg_id
+        seg_ids.append(seg_id)
+        seg_info.append((inst.cls.id, inst.iscrowd))
+        label[vis] = len(seg_ids) - 1
         if not inst.iscrowd and rng.random() < THING_VOID_PROB:
             edge = inner_edge(vis, band)
             if (vis & ~edge).sum() >= 0.6 * vis.sum():
-                ids[edge] = 0
+                label[edge] = 0
 
-    categories = {seg_id: (STUFF[k].id, False) for k, seg_id in stuff_ids.items()}
-    categories.update({seg_id: (inst.cls.id, inst.iscrowd) for seg_id, inst in zip(inst_ids, instances)})
+    areas = np.bincount(label.ravel(), minlength=len(seg_ids))
     segments = []
-    present = np.unique(ids)
-    for seg_id in present[present != 0]:
-        category_id, iscrowd = categories[int(seg_id)]
-        mask = ids == seg_id
-        segments.append({"id": int(seg_id), "category_id": category_id, "area": int(mask.sum()),
-                         "bbox": mask_bbox(mask), "iscrowd": int(iscrowd)})
+    for j in np.argsort(seg_ids, kind="stable"):  # listed by id
+        if j == 0 or areas[j] == 0:
+            continue
+        category_id, iscrowd = seg_info[j]
+        segments.append({"id": seg_ids[j], "category_id": category_id, "area": int(areas[j]),
+                         "bbox": mask_bbox(label == j), "iscrowd": int(iscrowd)})
+    ids = np.asarray(seg_ids, dtype=np.uint32)[label]
 
     order = paint_order(instances)
     rank = {i: r for r, i in enumerate(order)}

@@ -450,7 +450,8 @@ def _image_stats(
     with multiprocessing.get_context(method).Pool(
         workers, initializer=_init_worker, initargs=(gt_dir, pred_dir, categories)
     ) as pool:
-        yield from pool.imap_unordered(_evaluate_pair, pairs, chunksize=chunksize)
+        # In order: the float sums then do not depend on scheduling, any worker count gives the same bits.
+        yield from pool.imap(_evaluate_pair, pairs, chunksize=chunksize)
 
 
 def pq_compute(

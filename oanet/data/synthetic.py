@@ -29,7 +29,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 from PIL import Image
@@ -413,10 +413,9 @@ class Instance:
         return (self.layer, self.bottom)
 
 
-def _sample_class(rng: np.random.Generator, exclude: Iterable[str] = ()) -> ThingClass:
-    pool = [c for c in THINGS if c.name not in exclude]
-    weights = np.array([c.weight for c in pool])
-    return pool[int(rng.choice(len(pool), p=weights / weights.sum()))]
+def _sample_class(rng: np.random.Generator) -> ThingClass:
+    weights = np.array([c.weight for c in THINGS])
+    return THINGS[int(rng.choice(len(THINGS), p=weights / weights.sum()))]
 
 
 def _clip_centre(value: float, radius: float, size: int) -> float:

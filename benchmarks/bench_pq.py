@@ -76,6 +76,16 @@ def main() -> int:
         f"oanet, workers={args.workers} ({decoder})": lambda: run_oanet(args.workers),
         f"oanet, workers=1 ({decoder})": lambda: run_oanet(1),
     }
+    if png_io.pyspng is not None:
+        runs["oanet, workers=1 (Pillow fallback)"] = lambda: run_with_pillow(1)
+
+    def run_with_pillow(workers: int) -> dict:
+        fast, png_io.pyspng = png_io.pyspng, None
+        try:
+            return run_oanet(workers)
+        finally:
+            png_io.pyspng = fast
+
     load_before = os.getloadavg()[0]
     seconds: dict[str, list[float]] = {name: [] for name in runs}
     results = {}

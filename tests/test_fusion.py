@@ -176,3 +176,17 @@ def test_empty_inputs_give_all_void():
         torch.ones(1, h, w), torch.tensor([0]), torch.tensor([0.9]), torch.tensor([0.9]), sem, ([1], []), "all", CFG
     )
     assert segments[0]["category_id"] == 1 and (ids == 1).all()
+
+
+def test_label_space_object_with_thing_and_stuff_id_arrays():
+    import types
+
+    import numpy as np
+
+    space = types.SimpleNamespace(thing_ids=np.array([1, 32]), stuff_ids=np.array([184, 187]))
+    sem = torch.full((6, 6), 3)
+    masks = torch.zeros(1, 6, 6, dtype=torch.bool)
+    masks[0, :3] = True
+    ids, segments = panoptic_fusion(masks, torch.tensor([1]), torch.tensor([0.9]), torch.tensor([0.9]), sem, space, "all", CFG)
+    assert [(s["category_id"], s["isthing"], s["area"]) for s in segments] == [(32, True, 18), (187, False, 18)]
+    assert ids[:3].eq(1).all() and ids[3:].eq(2).all()

@@ -78,7 +78,7 @@ def paste_order(labels: Tensor, det_scores: Tensor, order_scores: Tensor) -> Ten
 def paste_instances(masks: Tensor, overlap_thresh: float) -> tuple[Tensor, Tensor]:
     """Sequentially paste binary ``N x H x W`` masks (already in order; first on top).
 
-    Returns ``(owner HxW int64, -1 = none, kept N bool)``. Instance i is kept when its pixels not
+    Returns ``(owner HxW int64, -1 = none, kept N bool)``. ``masks`` may be bool or 0/1 numbers. Instance i is kept when its pixels not
     taken by kept instances before it are >= ``overlap_thresh`` of its area (and > 0).
     """
     n = masks.shape[0]
@@ -86,14 +86,23 @@ def paste_instances(masks: Tensor, overlap_thresh: float) -> tuple[Tensor, Tenso
     device = masks.device
     if n == 0:
         return torch.full((h, w), -1, dtype=torch.long, device=device), torch.zeros(0, dtype=torch.bool, device=device)
-    flat = masks.reshape(n, h * w).to(torch.uint8)
-    area = flat.sum(1, dtype=torch.int64)
+    flat = masks.reshape(n, h * w)
+    flat = flat.view(torch.uint8) if flat.dtype == torch.bool else (flat != 0).view(torch.uint8)
+    area = flat.sum(1, dtype=torch.int32)
     kept = area > 0
-    # argmax returns the first maximal index: the topmost instance covering the pixel.
-    owner = torch.where(flat.amax(0) > 0, flat.argmax(0), -1)
+    # Weight instance i by n - i: the max over instances is the topmost one covering the pixel. A
+    # weighted amax is several times faster than max/argmax with indices over dim 0.
+    rank_dtype = torch.uint8 if n < 256 else torch.int32
+    rank = torch.arange(n, 0, -1, device=device, dtype=rank_dtype)[:, None]
+
+    def topmost(candidates: Tensor) -> Tensor:
+        best = (candidates.to(rank_dtype) * rank).amax(0).long()
+        return torch.where(best > 0, n - best, -1)
+
+    owner = topmost(flat)
+    visible = torch.bincount(owner[owner >= 0], minlength=n)
     order = torch.arange(n, device=device)
     while True:
-        visible = torch.bincount(owner[owner >= 0], minlength=n)
         failing = kept & (visible < overlap_thresh * area)
         if not bool(failing.any()):
             break
@@ -102,8 +111,10 @@ def paste_instances(masks: Tensor, overlap_thresh: float) -> tuple[Tensor, Tenso
         first = int(order[failing].min())
         kept[first] = False
         pixels = (owner == first).nonzero().squeeze(1)
-        candidates = flat[:, pixels] * kept[:, None].to(torch.uint8)
-        owner[pixels] = torch.where(candidates.amax(0) > 0, candidates.argmax(0), -1)
+        new_owner = topmost(flat[:, pixels] * kept[:, None].to(torch.uint8))
+        owner[pixels] = new_owner
+        visible[first] = 0
+        visible += torch.bincount(new_owner[new_owner >= 0], minlength=n)
     return owner.reshape(h, w), kept
 
 
@@ -145,7 +156,7 @@ def panoptic_fusion(
 
     selected = (det_scores >= cfg.score_thresh).nonzero().squeeze(1)
     order = selected[paste_order(labels[selected], det_scores[selected], order_scores[selected])]
-    binary = masks[order] > mask_thresh if masks.dtype != torch.bool else masks[order]
+    binary = masks[order] if masks.dtype == torch.bool else masks[order] > mask_thresh
     owner, kept = paste_instances(binary, cfg.overlap_thresh)
 
     # Kept instances get ids 1..K in pasting order.
@@ -210,7 +221,7 @@ def fuse_both_orders(
     """Fuse one model output (docs/design.md) with both orders: ``{"score": ..., "srm": ...}``."""
     confidence, sem_seg_labels = prediction["sem_seg"].max(0)
     common = dict(
-        masks=prediction["masks"],
+        masks=prediction["masks"] > 0.5,  # binarised once for both orders
         labels=prediction["labels"],
         det_scores=prediction["scores"],
         sem_seg_labels=sem_seg_labels,

@@ -20,6 +20,7 @@ import os
 import time
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from oanet.config import ModelConfig
 from oanet.model.fusion import fuse_both_orders
@@ -46,8 +47,9 @@ def parameter_counts(model: OANet) -> dict:
     }
 
 
-def bench_config(sharing: str, size: int, things: int, stuff: int) -> ModelConfig:
-    return ModelConfig(num_thing_classes=things, num_stuff_classes=stuff, sharing=sharing, min_size=(size,), max_size=size)
+def bench_config(sharing: str, size: int, things: int, stuff: int, detections: int = 100) -> ModelConfig:
+    cfg = ModelConfig(num_thing_classes=things, num_stuff_classes=stuff, sharing=sharing, min_size=(size,), max_size=size)
+    return dataclasses.replace(cfg, roi_heads=dataclasses.replace(cfg.roi_heads, detections_per_img=detections))
 
 
 def time_once(model: OANet, image: torch.Tensor, labels, device: torch.device) -> dict:
@@ -108,6 +110,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--things", type=int, default=80)
     parser.add_argument("--stuff", type=int, default=53)
+    parser.add_argument("--detections", type=int, default=100, help="roi_heads.detections_per_img")
     parser.add_argument("--logit-scale", type=float, default=20.0, help="box classifier weight multiplier")
     args = parser.parse_args()
 
@@ -121,11 +124,12 @@ def main() -> None:
         "threads": args.threads,
         "input": [args.size, args.size],
         "depth": args.depth,
+        "detections_per_img": args.detections,
         "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
     }
     models = {}
     for sharing in ("fpn", "none"):
-        cfg = bench_config(sharing, args.size, args.things, args.stuff)
+        cfg = bench_config(sharing, args.size, args.things, args.stuff, args.detections)
         cfg = dataclasses.replace(cfg, backbone=dataclasses.replace(cfg.backbone, depth=args.depth))
         models[sharing] = OANet(cfg).to(device).eval()
         with torch.no_grad():
@@ -139,9 +143,18 @@ def main() -> None:
                 timing = time_once(model, image, labels, device)
                 if run > 0 and (sharing not in best or timing["forward_s"] < best[sharing]["forward_s"]):
                     best[sharing] = timing
+        for sharing, model in models.items():
+            # Machine-independent cost (convolutions and matmuls; NMS, RoIAlign, resampling excluded).
+            with FlopCounterMode(display=False) as counter:
+                model([image])
+            report[sharing]["gflops_forward"] = counter.get_total_flops() / 1e9
+            with FlopCounterMode(display=False) as counter:
+                model.backbone(image[None])
+            report[sharing]["gflops_backbone"] = counter.get_total_flops() / 1e9
     for sharing in models:
         report[sharing]["timing_best"] = best[sharing]
     report["forward_ratio_fpn_over_none"] = best["fpn"]["forward_s"] / best["none"]["forward_s"]
+    report["gflops_ratio_fpn_over_none"] = report["fpn"]["gflops_forward"] / report["none"]["gflops_forward"]
     report["backbone_ratio_fpn_over_none"] = best["fpn"]["backbone_s"] / best["none"]["backbone_s"]
     report["load_average_after"] = os.getloadavg() if hasattr(os, "getloadavg") else None
     print(json.dumps(report, indent=2))

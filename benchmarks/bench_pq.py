@@ -57,6 +57,7 @@ def main() -> int:
     import hotcoco
     from hotcoco.panoptic import pq_compute as hotcoco_pq
 
+    from oanet import _ext
     from oanet.data import png_io
     from oanet.evaluation.pq import pq_compute
 
@@ -70,21 +71,24 @@ def main() -> int:
     def run_oanet(workers: int) -> dict:
         return pq_compute(gt_json, gt_dir, pred_json, pred_dir, workers=workers, progress=False).to_dict()
 
-    decoder = "pyspng" if png_io.pyspng is not None else "Pillow"
-    runs = {
-        f"hotcoco {hotcoco.__version__} (Rust, {args.workers} threads)": run_hotcoco,
-        f"oanet, workers={args.workers} ({decoder})": lambda: run_oanet(args.workers),
-        f"oanet, workers=1 ({decoder})": lambda: run_oanet(1),
-    }
-    if png_io.pyspng is not None:
-        runs["oanet, workers=1 (Pillow fallback)"] = lambda: run_with_pillow(1)
-
-    def run_with_pillow(workers: int) -> dict:
-        fast, png_io.pyspng = png_io.pyspng, None
+    def run_pure(workers: int, pyspng) -> dict:
+        """Without the C extension: numpy and pyspng (or Pillow where pyspng is None)."""
+        saved = _ext.speedups, png_io.pyspng
+        _ext.speedups, png_io.pyspng = None, pyspng
         try:
             return run_oanet(workers)
         finally:
-            png_io.pyspng = fast
+            _ext.speedups, png_io.pyspng = saved
+
+    fast = "C extension + zlib-ng" if _ext.speedups is not None else "no C extension"
+    runs = {
+        f"hotcoco {hotcoco.__version__} (Rust, {args.workers} threads)": run_hotcoco,
+        f"oanet, workers={args.workers} ({fast})": lambda: run_oanet(args.workers),
+        f"oanet, workers=1 ({fast})": lambda: run_oanet(1),
+    }
+    if png_io.pyspng is not None:
+        runs[f"oanet, workers={args.workers} (pure fallback: numpy + pyspng)"] = lambda: run_pure(args.workers, png_io.pyspng)
+    runs["oanet, workers=1 (pure fallback: numpy + Pillow)"] = lambda: run_pure(1, None)
 
     load_before = os.getloadavg()[0]
     seconds: dict[str, list[float]] = {name: [] for name in runs}

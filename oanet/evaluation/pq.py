@@ -16,9 +16,11 @@ Unlike the COCO API, inconsistent inputs are errors that name the image instead 
 counted: an id in a PNG that no segment declares (GT or prediction), a declared segment missing from its
 PNG, an unknown category, a duplicate segment id, PNG sizes that differ.
 
-Per image, each PNG's ids are mapped to rows of its declared segments with one ``searchsorted`` and
-the (GT row, predicted row) pairs are counted with one ``bincount``; the matching is numpy over that
-small confusion table. Images are spread over worker processes.
+Per image, the pixels of each (GT segment, predicted segment) pair are counted into a small confusion
+table, over which the matching is numpy. The C extension (``oanet._ext``) counts them while it decodes
+the two PNGs, line by line; without it (or for a kind of PNG it does not take) numpy maps the decoded
+id maps to segment rows and counts with one ``bincount``: same numbers. Images are spread over worker
+threads (C extension: the decoding runs without the GIL) or else processes.
 """
 
 from __future__ import annotations
@@ -28,13 +30,15 @@ import multiprocessing
 import os
 import sys
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
-from oanet.data.png_io import read_id_png
+from oanet import _ext
+from oanet.data.png_io import read_id_png, read_scanlines
 from oanet.errors import DataError
 
 VOID = 0
@@ -297,14 +301,15 @@ def evaluate_image(
         raise FileNotFoundError(f"{where_pred}: predicted PNG not found")
     if not gt_path.is_file():
         raise FileNotFoundError(f"{where_gt}: ground-truth PNG not found")
-    gt_ids = _read(gt_path, where_gt)
-    pred_ids = _read(pred_path, where_pred)
-    if gt_ids.shape != pred_ids.shape:
-        raise DataError(f"{where_pred}: size {_size(pred_ids)} differs from the ground truth's {_size(gt_ids)}")
-
-    counts = confusion(
-        segment_rows(gt_ids, gt, where_gt), segment_rows(pred_ids, pred, where_pred), len(gt.ids), len(pred.ids)
-    )
+    counts = _confusion_with_c(gt_path, pred_path, gt, pred, where_gt, where_pred)
+    if counts is None:  # no C extension, another kind of PNG, or an undeclared id to find and name
+        gt_ids = _read(gt_path, where_gt)
+        pred_ids = _read(pred_path, where_pred)
+        if gt_ids.shape != pred_ids.shape:
+            raise DataError(f"{where_pred}: size {_size(pred_ids)} differs from the ground truth's {_size(gt_ids)}")
+        counts = confusion(
+            segment_rows(gt_ids, gt, where_gt), segment_rows(pred_ids, pred, where_pred), len(gt.ids), len(pred.ids)
+        )
     gt_pixels, pred_pixels = counts[1:, :].sum(axis=1), counts[:, 1:].sum(axis=0)
     for where, segments, pixels in ((where_gt, gt, gt_pixels), (where_pred, pred, pred_pixels)):
         absent = segments.ids[pixels == 0]
@@ -313,11 +318,42 @@ def evaluate_image(
     return match_segments(counts, gt, pred, len(categories))
 
 
-def _read(path: Path, where: str) -> np.ndarray:
+def _confusion_with_c(
+    gt_path: Path, pred_path: Path, gt: Segments, pred: Segments, where_gt: str, where_pred: str
+) -> Optional[np.ndarray]:
+    """``confusion`` of the two PNGs by the C extension, straight from their scanlines; None where it
+    cannot (not built, a kind of PNG it does not take, 65535 segments or more) or an id is undeclared."""
+    speedups = _ext.speedups
+    if speedups is None or max(len(gt.ids), len(pred.ids)) >= UNDECLARED:
+        return None
+    gt_lines = _renamed(read_scanlines, gt_path, where_gt)
+    pred_lines = _renamed(read_scanlines, pred_path, where_pred) if gt_lines is not None else None
+    if pred_lines is None:
+        return None
+    if (gt_lines.width, gt_lines.height) != (pred_lines.width, pred_lines.height):
+        return None  # the general path words the error
+    counts = np.zeros((len(gt.ids) + 1, len(pred.ids) + 1), dtype=np.int64)
     try:
-        return read_id_png(path)
+        complete = speedups.pair_counts(
+            gt_lines.data, gt_lines.channels, gt.ids, pred_lines.data, pred_lines.channels, pred.ids,
+            gt_lines.width, gt_lines.height, counts,
+        )
+    except ValueError as exc:  # truncated image data or a bad filter byte, in image 0 (GT) or 1
+        which, problem = exc.args
+        raise DataError(f"{(where_gt, where_pred)[which]}: corrupt PNG ({problem})") from None
+    return counts if complete else None
+
+
+def _read(path: Path, where: str) -> np.ndarray:
+    return _renamed(read_id_png, path, where)
+
+
+def _renamed(read, path: Path, where: str):
+    """``read(path)`` with ``where`` (which names the file and the image) in its DataError."""
+    try:
+        return read(path)
     except DataError as exc:
-        problem = str(exc).removeprefix(f"{path}: ")  # ``where`` names the file already
+        problem = str(exc).removeprefix(f"{path}: ")
         raise DataError(f"{where}: {problem}") from None
 
 
@@ -415,17 +451,21 @@ def format_per_class_table(result: PQResult) -> str:
 # The dataset
 
 
-_worker_args: Optional[tuple] = None  # (gt_dir, pred_dir, categories) in each worker process
+CHUNK_IMAGES = 4  # images per task sent to a worker process: they then finish together
+
+_worker_args: Optional[tuple] = None  # (pairs, gt_dir, pred_dir, categories) in each worker process
 
 
-def _init_worker(gt_dir: Path, pred_dir: Path, categories: Categories) -> None:
+def _init_worker(pairs: Sequence, gt_dir: Path, pred_dir: Path, categories: Categories) -> None:
+    # Forked workers inherit these without pickling; tasks are then image indices, not annotations.
     global _worker_args
-    _worker_args = (gt_dir, pred_dir, categories)
+    _worker_args = (pairs, gt_dir, pred_dir, categories)
 
 
-def _evaluate_pair(pair: tuple[Mapping, Mapping]) -> np.ndarray:
-    gt_dir, pred_dir, categories = _worker_args
-    return evaluate_image(pair[0], pair[1], gt_dir, pred_dir, categories)
+def _evaluate_pair(index: int) -> np.ndarray:
+    pairs, gt_dir, pred_dir, categories = _worker_args
+    gt_ann, pred_ann = pairs[index]
+    return evaluate_image(gt_ann, pred_ann, gt_dir, pred_dir, categories)
 
 
 def default_workers() -> int:
@@ -442,16 +482,27 @@ def _image_stats(
         for gt_ann, pred_ann in pairs:
             yield evaluate_image(gt_ann, pred_ann, gt_dir, pred_dir, categories)
         return
-    # fork on Linux, as the COCO API and torch's DataLoader: workers start in milliseconds and a caller's
-    # script needs no ``if __name__ == "__main__"`` guard (spawn re-runs it). The workers touch neither
-    # torch nor CUDA, so forking a training process is safe. Elsewhere the platform's default.
+    if _ext.speedups is not None:
+        # Threads: with the C extension nearly all the time per image (inflate, decode, counting) runs
+        # without the GIL, and threads start at once and share the inputs, where each worker process
+        # took ~50 ms to start and warm up, as long as ~30 images take.
+        pool = ThreadPoolExecutor(workers, thread_name_prefix="oanet-pq")
+        try:
+            # In order: the float sums then do not depend on scheduling, any worker count gives the same bits.
+            yield from pool.map(lambda pair: evaluate_image(pair[0], pair[1], gt_dir, pred_dir, categories), pairs)
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+        return
+    # Processes for the pure path (numpy and the decoders hold the GIL for much of an image). fork on
+    # Linux, as the COCO API and torch's DataLoader: workers start in milliseconds and a caller's script
+    # needs no ``if __name__ == "__main__"`` guard (spawn re-runs it). The workers touch neither torch nor
+    # CUDA, so forking a training process is safe. Elsewhere the platform's default.
     method = "fork" if sys.platform.startswith("linux") else None
-    chunksize = max(1, min(16, len(pairs) // (4 * workers)))
+    chunksize = max(1, min(CHUNK_IMAGES, len(pairs) // (8 * workers)))
     with multiprocessing.get_context(method).Pool(
-        workers, initializer=_init_worker, initargs=(gt_dir, pred_dir, categories)
+        workers, initializer=_init_worker, initargs=(pairs, gt_dir, pred_dir, categories)
     ) as pool:
-        # In order: the float sums then do not depend on scheduling, any worker count gives the same bits.
-        yield from pool.imap(_evaluate_pair, pairs, chunksize=chunksize)
+        yield from pool.imap(_evaluate_pair, range(len(pairs)), chunksize=chunksize)
 
 
 def pq_compute(
@@ -466,8 +517,8 @@ def pq_compute(
 
     ``gt_json``/``pred_json`` are paths or already-loaded dicts in the COCO panoptic format; the PNGs are
     ``<dir>/<file_name>``. Predictions for images absent from the ground truth are ignored. ``workers``:
-    processes (default all cores; 0 or 1 evaluates in this process). Raises DataError or
-    FileNotFoundError, naming the image, on inconsistent inputs.
+    threads, or processes without the C extension (default all cores; 0 or 1 evaluates in this thread).
+    Raises DataError or FileNotFoundError, naming the image, on inconsistent inputs.
     """
     gt, gt_name = load_panoptic_json(gt_json, "ground-truth")
     pred, pred_name = load_panoptic_json(pred_json, "prediction")

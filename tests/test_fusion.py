@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
 import torch
 
 from oanet.config import FusionConfig
@@ -16,14 +15,6 @@ from oanet.model.fusion import (
 
 PERSON, TIE = 0, 1
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny ops: intra-op threads only add contention on a loaded 2-core CI machine (40x slower here).
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 # thing COCO ids by thing index, stuff COCO ids by stuff index

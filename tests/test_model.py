@@ -25,14 +25,6 @@ from oanet.model.transform import PanopticTransform
 T, S = 3, 2
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Small convs: intra-op threads only add contention on a loaded 2-core CI machine.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
 
 def tiny_config(sharing="fpn", classes="all", kernel="gcn7", srm=True, **backbone) -> ModelConfig:
     return ModelConfig(

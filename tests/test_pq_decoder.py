@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from oanet import _ext
-from oanet.data.png_io import read_id_png, write_id_png
+from oanet.data.png_io import read_id_png
 from oanet.errors import DataError
 from oanet.evaluation.perturb import write_perturbed_predictions
 from oanet.evaluation.pq import pq_compute

@@ -16,14 +16,6 @@ from oanet.model.srm import (
 PERSON, TIE, CAR = 0, 1, 2
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny ops: intra-op threads only add contention on a loaded 2-core CI machine (40x slower here).
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
 
 def test_eq3_mean_of_own_class_probability_inside_the_mask():
     probs = torch.zeros(2, 2, 3)

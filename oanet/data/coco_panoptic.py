@@ -475,11 +475,11 @@ class PanopticSplit:
         self._instances = self._load_instances() if self.instances_json else None
 
     @classmethod
-    def from_config(cls, cfg: Any) -> "PanopticSplit":
-        """From a ``SplitConfig`` (anything with its attributes)."""
+    def from_config(cls, cfg: Any, where: str = "split config") -> "PanopticSplit":
+        """From a ``SplitConfig`` (anything with its attributes); ``where`` names it in errors."""
         for name in ("panoptic_json", "panoptic_dir", "image_dir"):
             if not getattr(cfg, name):
-                raise DataError(f"split config: '{name}' is not set")
+                raise DataError(f"{where}.{name} is not set (COCO panoptic layout: JSON, PNG folder, images)")
         return cls(
             cfg.panoptic_json,
             cfg.panoptic_dir,

@@ -21,12 +21,12 @@ import random
 import sys
 import time
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
 
-from oanet.config import Config, save_config, to_dict
+from oanet.config import Config, save_config
 from oanet.engine import checkpoint as ckpt
 from oanet.engine.data import (
     GlobalBatchSampler,
@@ -150,17 +150,11 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
 
 
 def build_train_dataset(cfg: Config):
+    from oanet.data.coco_panoptic import PanopticSplit
     from oanet.data.dataset import PanopticDataset
 
-    split = cfg.data.train
-    for key in ("panoptic_json", "panoptic_dir", "image_dir"):
-        if not getattr(split, key):
-            raise ConfigError(f"data.train.{key} is not set (COCO panoptic layout: JSON, PNG folder, images)")
     return PanopticDataset(
-        split.panoptic_json,
-        split.panoptic_dir,
-        split.image_dir,
-        instances_json=split.instances_json,
+        PanopticSplit.from_config(cfg.data.train, where="data.train"),
         instance_source=cfg.data.instance_source,
         stuff_classes=cfg.model.stuff_head.classes,
         hflip_prob=cfg.data.hflip_prob,

@@ -67,6 +67,27 @@ def test_tie_on_person_score_order_hides_tie_srm_order_shows_it():
     assert int((ids == stuff[0]["id"]).sum()) == 40 * 40 - 30 * 20
 
 
+def test_both_orders_ignore_detections_below_the_score_threshold():
+    masks, labels = _tie_on_person()
+    # A third, low-scoring detection covering the whole image with the highest ranking score: it must
+    # not be pasted in either order, so both orders equal the two-detection result.
+    masks3 = torch.cat([masks, torch.ones(1, 40, 40)])
+    prediction = {
+        "masks": masks3,
+        "labels": torch.cat([labels, torch.tensor([0])]),
+        "scores": torch.tensor([0.997, 0.662, 0.3]),
+        "ranking_scores": torch.tensor([0.325, 0.878, 0.99]),
+        "sem_seg": torch.zeros(4, 40, 40).index_fill_(0, torch.tensor([2]), 1.0),
+    }
+    both = fuse_both_orders(prediction, LABELS, "all", CFG)
+    two = {k: v[:2] for k, v in prediction.items() if k != "sem_seg"}
+    expected = fuse_both_orders({**two, "sem_seg": prediction["sem_seg"]}, LABELS, "all", CFG)
+    for order in ("score", "srm"):
+        assert torch.equal(both[order][0], expected[order][0])
+        assert both[order][1] == expected[order][1]
+    assert [s["category_id"] for s in both["srm"][1] if s["isthing"]] == [32, 1]
+
+
 def test_overlap_threshold_drops_mostly_hidden_instance_and_frees_its_pixels():
     h = w = 20
     a = _box_mask(h, w, 0, 10, 0, 10)  # on top

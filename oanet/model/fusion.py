@@ -220,10 +220,13 @@ def fuse_both_orders(
 ) -> dict[str, tuple[Tensor, list[dict]]]:
     """Fuse one model output (docs/design.md) with both orders: ``{"score": ..., "srm": ...}``."""
     confidence, sem_seg_labels = prediction["sem_seg"].max(0)
+    # Only detections that can be pasted are binarised (once, for both orders): most of the
+    # detections_per_img are usually below the score threshold.
+    keep = (prediction["scores"] >= cfg.score_thresh).nonzero().squeeze(1)
     common = dict(
-        masks=prediction["masks"] > 0.5,  # binarised once for both orders
-        labels=prediction["labels"],
-        det_scores=prediction["scores"],
+        masks=prediction["masks"][keep] > 0.5,
+        labels=prediction["labels"][keep],
+        det_scores=prediction["scores"][keep],
         sem_seg_labels=sem_seg_labels,
         label_space=label_space,
         stuff_classes=stuff_classes,
@@ -231,8 +234,8 @@ def fuse_both_orders(
         stuff_confidence=confidence,
     )
     return {
-        "score": panoptic_fusion(order_scores=prediction["scores"], **common),
-        "srm": panoptic_fusion(order_scores=prediction["ranking_scores"], **common),
+        "score": panoptic_fusion(order_scores=prediction["scores"][keep], **common),
+        "srm": panoptic_fusion(order_scores=prediction["ranking_scores"][keep], **common),
     }
 
 

@@ -233,6 +233,8 @@ def from_dict(cls, data: dict, where: str = "config"):
     """Build dataclass ``cls`` from ``data``; unknown keys and wrong types raise ConfigError."""
     if data is None:
         data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {data!r}"[:300])
     types_ = _field_types(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
@@ -254,7 +256,10 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"override {item!r}: {part} is not a section")
-        node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else ""
+        try:
+            node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"override {item!r}: the value is not valid YAML ({_yaml_problem(exc)})") from None
     return data
 
 
@@ -280,6 +285,15 @@ def _merge(base: dict, update: dict) -> dict:
     return out
 
 
+def _yaml_problem(exc: Exception) -> str:
+    """PyYAML's multi-line message as one line: the problem and where."""
+    problem = getattr(exc, "problem", None)
+    mark = getattr(exc, "problem_mark", None)
+    if problem is None:
+        return " ".join(str(exc).split())
+    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else problem
+
+
 def _load_yaml_with_base(path: Path, seen: tuple = ()) -> dict:
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
@@ -288,7 +302,7 @@ def _load_yaml_with_base(path: Path, seen: tuple = ()) -> dict:
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        raise ConfigError(f"{path}: not valid YAML ({_yaml_problem(exc)})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: top level must be a mapping")
     base_name = data.pop("_base_", None)

@@ -15,3 +15,17 @@ class DataError(OANetError, ValueError):
 
 class ConfigError(OANetError, ValueError):
     """A bad config file, an unknown key, a bad override, or a checkpoint from another config."""
+
+
+def make_dir(path, what: str = "output folder"):
+    """``Path(path)`` created with its parents; ConfigError naming it when that is impossible
+    (a file in the way, no permission) instead of an OSError traceback."""
+    from pathlib import Path
+
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        reason = "a file is in the way" if isinstance(exc, (FileExistsError, NotADirectoryError)) else (exc.strerror or exc)
+        raise ConfigError(f"{path}: cannot create the {what} ({reason})") from None
+    return path

@@ -60,6 +60,18 @@ def test_missing_and_corrupt_files(tmp_path):
     torch.save({"state_dict": {}}, other)
     with pytest.raises(ConfigError, match="not an oanet checkpoint"):
         ckpt.load_checkpoint_file(other)
+    for name, data in (("random.pth", os.urandom(1000)), ("empty.pth", b"")):
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(ConfigError, match=f"{name}: not a readable oanet checkpoint") as info:
+            ckpt.load_checkpoint_file(tmp_path / name)
+        assert "\n" not in str(info.value)  # torch's multi-line advice is cut to its first sentence
+
+
+def test_bad_label_space_in_a_checkpoint_names_the_file(tmp_path):
+    path = tmp_path / "bad_labels.pth"
+    torch.save({"model": {}, "config": to_dict(Config()), "label_space": {"categories": [{"id": 1}]}}, path)
+    with pytest.raises(ConfigError, match=r"bad_labels\.pth: bad label space in the checkpoint .*without 'id' and 'name'"):
+        ckpt.load_model_from_checkpoint(path)
 
 
 def test_rng_state_roundtrips_through_a_weights_only_file(tmp_path):

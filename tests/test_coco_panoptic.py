@@ -204,6 +204,9 @@ def test_corrupt_json_and_png_are_named(split_paths):
     (split_paths["panoptic_dir"] / "000000000002.png").write_bytes(b"\x89PNG\r\n\x1a\nbroken")
     with pytest.raises(DataError, match="000000000002.png"):
         split.load_index_map(2)
+    (split_paths["panoptic_dir"] / "000000000002.png").write_bytes(b"")
+    with pytest.raises(DataError, match="000000000002.png: empty file"):
+        split.load_index_map(2)
     split_paths["panoptic_json"].write_text('{"images": [')
     with pytest.raises(DataError, match=r"panoptic.json: not valid JSON"):
         PanopticSplit(**split_paths)
@@ -239,6 +242,14 @@ def test_png_size_mismatch(tmp_path):
         (lambda d: d["annotations"].pop(), r"1 image\(s\) without annotation"),
         (lambda d: d.update(images=[], annotations=[]), "the split has no images"),
         (lambda d: d["annotations"][0]["segments_info"][0].update(id=0), "segment ids must be in 1.."),
+        (lambda d: d["annotations"][0]["segments_info"][0].update(id=1.5), "integer 'id' and 'category_id' \\(got a fraction\\)"),
+        (lambda d: d["images"][0].update(id=[1]), r"image id \[1\] is not a number or a string"),
+        (lambda d: d["annotations"][0].update(image_id={"id": 1}), "image id {'id': 1} is not a number or a string"),
+        (lambda d: d["annotations"][0]["segments_info"][0].update(area="big"), "image 1: every segment's 'area' must be a number"),
+        (lambda d: d["annotations"][0]["segments_info"][0].update(bbox=[1, 2]), "'bbox' four numbers"),
+        (lambda d: d["categories"][0].update(id="abc"), "category id 'abc' is not an integer"),
+        (lambda d: d["categories"][0].update(color="red"), "bad colour 'red'"),
+        (lambda d: d["categories"][0].update(color=7), "bad colour 7"),
     ],
 )
 def test_bad_panoptic_json_is_named(split_paths, edit, message):
@@ -248,6 +259,10 @@ def test_bad_panoptic_json_is_named(split_paths, edit, message):
 
 
 def test_bad_instances_json_is_named(split_paths):
+    edit_json(split_paths["instances_json"], lambda d: d.update(annotations=5))
+    with pytest.raises(DataError, match=r"instances.json: 'annotations' must be a list"):
+        PanopticSplit(**split_paths)
+    edit_json(split_paths["instances_json"], lambda d: d.update(annotations=instances_json([])["annotations"]))
     edit_json(split_paths["instances_json"], lambda d: d["annotations"][0].update(category_id=7))
     with pytest.raises(DataError, match=r"instances.json: annotation 1 has category id 7, not a thing category"):
         PanopticSplit(**split_paths)

@@ -83,11 +83,24 @@ def test_exponent_floats_without_a_dot():
         ("solver.max_iter=abc", "expected an integer"),
         ("model.sharing=everything", "not one of"),
         ("solver", "key.path=value"),
+        ("solver.steps=[1,", r"override 'solver.steps=\[1,': the value is not valid YAML \(.* at line 1, column 4\)"),
     ],
 )
 def test_bad_overrides_are_named(override, message):
     with pytest.raises(ConfigError, match=message):
         load_config(CONFIGS / "tiny_test.yaml", [override])
+
+
+def test_bad_yaml_and_non_mapping_sections_are_one_line(tmp_path):
+    path = tmp_path / "broken.yaml"
+    path.write_text("model: [\n")
+    with pytest.raises(ConfigError, match=r"broken\.yaml: not valid YAML \(.* at line 2, column 1\)") as info:
+        load_config(path)
+    assert "\n" not in str(info.value)
+    from oanet.config import from_dict
+
+    with pytest.raises(ConfigError, match="ckpt: config: expected a mapping, got 'hello'"):
+        from_dict(Config, "hello", where="ckpt: config")
 
 
 def test_unknown_key_in_file_names_the_file(tmp_path):

@@ -244,3 +244,18 @@ def test_preset_is_found_and_points_at_the_benchmark(tmp_path):
     assert cfg.output_dir == str(tmp_path / "out" / "train") and cfg.solver.max_iter == 2
     with pytest.raises(FileNotFoundError, match="nope.yaml"):
         find_preset("nope.yaml")
+
+
+def test_demo_refuses_bad_folders_and_minutes_before_any_work(tmp_path):
+    from oanet.engine.demo import run_demo
+    from oanet.errors import ConfigError, DataError
+
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("x")
+    with pytest.raises(ConfigError, match="file.txt: cannot create the output folder"):
+        run_demo(blocker, quick=True)
+    with pytest.raises(DataError, match="file.txt: exists and is not a folder"):
+        run_demo(tmp_path / "out", data_dir=blocker, quick=True)
+    with pytest.raises(ConfigError, match="--minutes must be positive"):
+        run_demo(tmp_path / "out2", minutes=-1, quick=True)
+    assert not (tmp_path / "out2").exists()  # refused before generating the benchmark

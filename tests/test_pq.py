@@ -238,11 +238,16 @@ def run_case(paths) -> None:
         (lambda p: edit_json(p[0], lambda d: d["annotations"][0]["segments_info"][0].pop("area")), DataError, "needs 'id', 'category_id' and 'area'"),
         (lambda p: edit_json(p[2], lambda d: d["annotations"][0]["segments_info"][0].update(id=0)), DataError, "(0 is VOID)"),
         (lambda p: edit_json(p[0], lambda d: d.pop("categories")), DataError, "no 'categories'"),
+        (lambda p: edit_json(p[2], lambda d: d["annotations"][0].update(image_id=[1])), DataError, "image_id [1]; expected a number"),
+        (lambda p: edit_json(p[0], lambda d: d["annotations"][0].update(image_id={"a": 1})), DataError, "annotation #0 has image_id"),
+        (lambda p: edit_json(p[2], lambda d: d["annotations"][0]["segments_info"][1].update(id=2.5)), DataError, "2.5 is not an integer"),
+        (lambda p: (p[3] / "000001.png").write_bytes(b""), DataError, "000001.png (prediction for image 1): empty file (0 bytes)"),
     ],
     ids=[
         "no-prediction", "missing-gt-png", "missing-pred-png", "size", "undeclared-pred-id", "undeclared-gt-id",
         "absent-pred-segment", "absent-gt-segment", "unknown-category", "duplicate-pred-id", "duplicate-gt-id",
         "corrupt-png", "malformed-json", "gt-without-area", "void-id-declared", "no-categories",
+        "list-image-id", "dict-image-id-gt", "fractional-segment-id", "zero-byte-png",
     ],
 )
 def test_bad_input_raises_a_clear_error(tmp_path, damage, exception, message):

@@ -46,6 +46,18 @@ def test_cli_bad_input_is_one_line_and_exit_code_2(tmp_path):
     assert "prediction for image 1" in lines[0] and "differs from the ground truth" in lines[0]
 
 
+@pytest.mark.parametrize("where, words", [("folder", "--output names a folder"), ("under_a_file", "a file is in the way")])
+def test_cli_unwritable_output_is_one_line_before_evaluating(tmp_path, where, words):
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("x")
+    output = tmp_path if where == "folder" else blocker / "results.json"
+    done = oanet(*pq_args(good_case(tmp_path / "case")), "--no-progress", "--output", str(output))
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("oanet pq: error:") and words in lines[0], done.stderr
+    assert done.stdout == ""  # refused before the evaluation, not after
+
+
 def test_pq_imports_no_torch():
     code = "import sys, oanet.cli, oanet.commands.pq, oanet.evaluation.pq; print('torch' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)

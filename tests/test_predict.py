@@ -77,3 +77,52 @@ def test_score_thresh_override_and_scores_for_labels():
     fused = [{"id": 3, "category_id": 1, "isthing": True, "score": 0.9}, {"id": 5, "category_id": 9, "isthing": False}]
     merged = with_scores(info, fused)
     assert merged[0]["score"] == 0.9 and merged[0]["area"] == 4 and merged[1]["isthing"] is False
+
+
+def test_evaluation_images_are_checked_against_the_json(tmp_path):
+    # an image of another size than its annotation would be scored against the wrong pixels
+    import json
+
+    _write_image(tmp_path / "a.png", size=(12, 8))
+    panoptic_json = tmp_path / "panoptic.json"
+    entry = {"id": 1, "file_name": "a.png", "width": 12, "height": 9}
+    panoptic_json.write_text(json.dumps({"images": [entry], "annotations": []}))
+    dataset = ImageListDataset.from_panoptic_json(panoptic_json, tmp_path)
+    with pytest.raises(DataError, match=r"a\.png: image is 12x8 but the annotation says 12x9"):
+        collate_images([dataset[0]])
+    for bad, words in (({"id": 1, "width": 12, "height": 8}, "image entry needs id, file_name"),
+                       ({**entry, "id": [1]}, r"image id \[1\] is not a number")):
+        panoptic_json.write_text(json.dumps({"images": [bad], "annotations": []}))
+        with pytest.raises(DataError, match=f"panoptic.json: {words}"):
+            ImageListDataset.from_panoptic_json(panoptic_json, tmp_path)
+
+
+def test_too_thin_image_and_unusable_output_folder_are_named(tmp_path):
+    from oanet.engine.predict import check_resizable, predict
+
+    cfg = Config()  # min_size 800, max_size 1333
+    check_resizable(torch.zeros(3, 1, 1), cfg, "one.png")  # tiny but resizable: fine
+    with pytest.raises(DataError, match=r"thin\.png: image is 4000x2; .* short side would be 0 pixels"):
+        check_resizable(torch.zeros(3, 2, 4000), cfg, "thin.png")
+    image = _write_image(tmp_path / "a.png")
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("x")
+    from oanet.errors import ConfigError
+
+    for out in (blocker, blocker / "out"):  # the folder is made before the model is touched
+        with pytest.raises(ConfigError, match="cannot create the output folder \\(a file is in the way\\)"):
+            predict(None, cfg, None, [image], out)
+
+
+@pytest.mark.parametrize("command, args, words", [
+    ("predict", ["--batch-size", "0", "x.png", "--out", "o"], "--batch-size must be >= 1"),
+    ("evaluate", ["--batch-size", "0"], "--batch-size must be >= 1"),
+    ("evaluate", ["--workers", "-1"], "--workers must be >= 0"),
+    ("evaluate", ["--loader-workers", "-1"], "--loader-workers must be >= 0"),
+])
+def test_cli_bad_counts_are_one_line_errors(command, args, words, capsys):
+    from oanet.cli import main
+
+    assert main([command, "--checkpoint", "missing.pth", *args]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == f"oanet {command}: error: {words}, got {args[1]}"

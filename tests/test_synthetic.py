@@ -169,6 +169,15 @@ def test_cli_bad_arguments_are_one_line_errors(tmp_path: Path, args: list, words
     assert not (tmp_path / "x").exists()
 
 
+def test_cli_output_under_a_file_is_a_one_line_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("x")
+    proc = _oanet("synth", "--out", str(blocker / "data"), "--train", "1", "--val", "0", "--quiet")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert "file.txt/data/images/train: cannot create the dataset folder (a file is in the way)" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
 def test_cli_refuses_a_non_empty_directory_without_overwrite_and_never_imports_torch(tmp_path: Path) -> None:
     out = tmp_path / "d"
     out.mkdir()

@@ -131,3 +131,16 @@ def test_rank_slice_and_chunks():
 def test_chunk_seeds_distinct():
     seeds = {chunk_seed(0, it, c) for it in range(100) for c in range(16)}
     assert len(seeds) == 1600
+
+
+def test_negative_loader_workers_is_a_config_error_before_any_work(tmp_path):
+    from pathlib import Path
+
+    from oanet.config import load_config
+    from oanet.engine.train import train
+
+    tiny = Path(__file__).resolve().parents[1] / "configs" / "tiny_test.yaml"
+    cfg = load_config(tiny, ["data.num_workers=-1", "device=cpu", f"output_dir={tmp_path / 'out'}"])
+    with pytest.raises(ConfigError, match="data.num_workers must be >= 0, got -1"):
+        train(cfg)
+    assert not (tmp_path / "out").exists()

@@ -28,6 +28,11 @@ def run(args) -> int:
 
     if args.max_images is not None and args.max_images < 1:
         raise ConfigError(f"--max-images must be >= 1, got {args.max_images}")
+    if args.batch_size < 1:
+        raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
+    for name, value in (("--workers", args.workers), ("--loader-workers", args.loader_workers)):
+        if value is not None and value < 0:
+            raise ConfigError(f"{name} must be >= 0, got {value}")
     checkpoint = Path(args.checkpoint)
     if not checkpoint.is_file():
         raise FileNotFoundError(f"{checkpoint}: checkpoint not found")

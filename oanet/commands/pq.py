@@ -25,11 +25,15 @@ def run(args: argparse.Namespace) -> int:
     import time
     from pathlib import Path
 
-    from oanet.errors import ConfigError
+    from oanet.errors import ConfigError, make_dir
     from oanet.evaluation.pq import format_per_class_table, format_table, pq_compute
 
     if args.workers is not None and args.workers < 0:
         raise ConfigError(f"--workers must be >= 0, got {args.workers}")
+    if args.output and Path(args.output).is_dir():
+        raise ConfigError(f"{args.output}: --output names a folder; give a JSON file name")
+    if args.output:
+        make_dir(Path(args.output).parent, "folder of --output")  # before the evaluation, not after
     start = time.perf_counter()
     result = pq_compute(
         args.gt_json, args.gt_dir, args.pred_json, args.pred_dir, workers=args.workers, progress=not args.no_progress
@@ -42,7 +46,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"{result.n_images} images in {elapsed:.2f} s ({result.n_images / elapsed:.0f} images/s)")
     if args.output:
         output = Path(args.output)
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(json.dumps(result.to_dict(), indent=2) + "\n")
+        try:
+            output.write_text(json.dumps(result.to_dict(), indent=2) + "\n")
+        except OSError as exc:
+            raise ConfigError(f"{output}: cannot write the results ({exc.strerror or exc})") from None
         print(f"results written to {output}")
     return 0

@@ -31,6 +31,8 @@ def run(args) -> int:
 
     if args.score_thresh is not None and not 0.0 <= args.score_thresh <= 1.0:
         raise ConfigError(f"--score-thresh must be in [0, 1], got {args.score_thresh}")
+    if args.batch_size < 1:
+        raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
     list_images(args.inputs)  # fail on a missing path or an empty folder before loading the model
     checkpoint = Path(args.checkpoint)
     model, cfg, label_space = load_model_from_checkpoint(checkpoint, device="cpu")

@@ -274,9 +274,13 @@ def parse_categories(raw: Any, where: str) -> list[Category]:
     for cat in raw:
         if not isinstance(cat, dict) or "id" not in cat or "name" not in cat:
             raise DataError(f"{where}: category without 'id' and 'name': {cat!r}")
+        if not _is_integer(cat["id"]):
+            raise DataError(f"{where}: category id {cat['id']!r} is not an integer")
         color = cat.get("color")
-        if color is not None and (len(color) != 3 or not all(0 <= int(c) <= 255 for c in color)):
-            raise DataError(f"{where}: category {cat['id']} has a bad colour {color!r}")
+        if color is not None and not (
+            isinstance(color, (list, tuple)) and len(color) == 3 and all(_is_integer(c) and 0 <= c <= 255 for c in color)
+        ):
+            raise DataError(f"{where}: category {cat['id']} has a bad colour {color!r} (expected [R, G, B] in 0..255)")
     ids = [int(cat["id"]) for cat in raw]
     duplicates = sorted({i for i in ids if ids.count(i) > 1})
     if duplicates:
@@ -295,6 +299,18 @@ def parse_categories(raw: Any, where: str) -> list[Category]:
     ]
 
 
+def _is_integer(value: Any) -> bool:
+    """An int (not a bool), or a float with an integer value, as JSON writers may give ids."""
+    return (isinstance(value, int) and not isinstance(value, bool)) or (isinstance(value, float) and value.is_integer())
+
+
+def _check_image_id(image_id: Any, where: str) -> Any:
+    """Image ids are looked up in dicts: a number or a string, never a list or an object."""
+    if isinstance(image_id, bool) or not isinstance(image_id, (int, float, str)):
+        raise DataError(f"{where}: image id {image_id!r} is not a number or a string")
+    return image_id
+
+
 def _parse_images(raw: Any, where: str) -> list[ImageInfo]:
     if not isinstance(raw, list):
         raise DataError(f"{where}: 'images' must be a list")
@@ -304,6 +320,7 @@ def _parse_images(raw: Any, where: str) -> list[ImageInfo]:
             info = ImageInfo(img["id"], str(img["file_name"]), int(img["width"]), int(img["height"]))
         except (KeyError, TypeError, ValueError):
             raise DataError(f"{where}: image entry needs id, file_name, width, height: {img!r}") from None
+        _check_image_id(info.id, where)
         if info.width <= 0 or info.height <= 0:
             raise DataError(f"{where}: image {info.id} has size {info.width}x{info.height}")
         images.append(info)
@@ -319,7 +336,7 @@ def _parse_images(raw: Any, where: str) -> list[ImageInfo]:
 def _parse_annotation(ann: Any, where: str, known_categories: np.ndarray) -> PanopticAnnotation:
     if not isinstance(ann, dict) or "image_id" not in ann or "segments_info" not in ann:
         raise DataError(f"{where}: annotation without image_id and segments_info")
-    image_id = ann["image_id"]
+    image_id = _check_image_id(ann["image_id"], where)
     here = f"{where}: image {image_id}"
     segments = ann["segments_info"]
     try:
@@ -327,6 +344,8 @@ def _parse_annotation(ann: Any, where: str, known_categories: np.ndarray) -> Pan
         category_ids = np.array([s["category_id"] for s in segments], dtype=np.int64)
     except (KeyError, TypeError, ValueError):
         raise DataError(f"{here}: every segment needs an integer 'id' and 'category_id'") from None
+    if any(isinstance(v, float) and not v.is_integer() for seg in segments for v in (seg["id"], seg["category_id"])):
+        raise DataError(f"{here}: every segment needs an integer 'id' and 'category_id' (got a fraction)")
     if ((segment_ids <= 0) | (segment_ids >= OFFSET)).any():
         raise DataError(f"{here}: segment ids must be in 1..{OFFSET - 1}, got {segment_ids.min()}..{segment_ids.max()}")
     unique_ids, counts = np.unique(segment_ids, return_counts=True)
@@ -335,14 +354,18 @@ def _parse_annotation(ann: Any, where: str, known_categories: np.ndarray) -> Pan
     unknown = np.setdiff1d(category_ids, known_categories)
     if unknown.size:
         raise DataError(f"{here}: unknown category id(s) {unknown.tolist()}")
-    bboxes = np.array([s.get("bbox", [0, 0, 0, 0]) for s in segments], dtype=np.float64).reshape(-1, 4)
+    try:
+        bboxes = np.array([s.get("bbox", [0, 0, 0, 0]) for s in segments], dtype=np.float64).reshape(-1, 4)
+        areas = np.array([s.get("area", 0) for s in segments], dtype=np.int64)
+    except (TypeError, ValueError):
+        raise DataError(f"{here}: every segment's 'area' must be a number and 'bbox' four numbers") from None
     return PanopticAnnotation(
         image_id=image_id,
         file_name=str(ann.get("file_name", "")),
         segment_ids=segment_ids.astype(np.uint32),
         category_ids=category_ids,
         iscrowd=np.array([bool(s.get("iscrowd", 0)) for s in segments], dtype=bool),
-        areas=np.array([s.get("area", 0) for s in segments], dtype=np.int64),
+        areas=areas,
         bboxes=bboxes,
     )
 
@@ -561,6 +584,8 @@ class PanopticSplit:
         data = read_json(self.instances_json)
         if not isinstance(data, dict) or not {"images", "annotations", "categories"} <= set(data):
             raise DataError(f"{where}: not a COCO instances JSON (needs images, annotations, categories)")
+        if not isinstance(data["annotations"], list):
+            raise DataError(f"{where}: 'annotations' must be a list")
         instance_images = {img.id: img for img in _parse_images(data["images"], where)}
         for img in self.images:
             other = instance_images.get(img.id)

@@ -113,11 +113,15 @@ def _decode_with_c(data: bytes, name: str | Path) -> Optional[np.ndarray]:
 def _decode_with_pillow(data: bytes, name: str | Path) -> np.ndarray:
     import io
 
+    if not data:
+        raise DataError(f"{name}: empty file (0 bytes), not a PNG")
     try:
         with Image.open(io.BytesIO(data)) as img:
             # convert("RGBA") drops a palette or grey level to colours, like the COCO API's RGB read.
             rgba = np.array(img.convert("RGBA"))
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+    except UnidentifiedImageError:
+        raise DataError(f"{name}: not a readable PNG (not an image format Pillow knows)") from None
+    except (OSError, SyntaxError, ValueError) as exc:
         raise DataError(f"{name}: not a readable PNG ({exc})") from None
     return rgba
 

@@ -37,7 +37,7 @@ from pycocotools import mask as mask_utils
 
 from oanet.data.coco_panoptic import rgb2id
 from oanet.data.png_io import read_id_png, write_id_png
-from oanet.errors import DataError
+from oanet.errors import DataError, make_dir
 
 GENERATOR_VERSION = 1
 DEFAULT_TRAIN = 2000
@@ -710,8 +710,8 @@ def _prepare_output(root: Path, overwrite: bool) -> None:
                 Path(paths[key]).unlink(missing_ok=True)
     for split in SPLITS:
         paths = split_paths(root, split)
-        Path(paths["image_dir"]).mkdir(parents=True, exist_ok=True)
-        Path(paths["panoptic_dir"]).mkdir(parents=True, exist_ok=True)
+        make_dir(paths["image_dir"], "dataset folder")
+        make_dir(paths["panoptic_dir"], "dataset folder")
 
 
 def default_workers() -> int:

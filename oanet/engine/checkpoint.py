@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from oanet.config import Config, diff_configs, from_dict, to_dict
-from oanet.errors import ConfigError
+from oanet.errors import ConfigError, DataError
 
 FORMAT_VERSION = 1
 
@@ -68,7 +68,9 @@ def load_checkpoint_file(path: str | Path, map_location: str | torch.device = "c
     try:
         data = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # truncated zip, foreign pickle with code, ...
-        raise ConfigError(f"{path}: not a readable oanet checkpoint ({type(exc).__name__}: {exc})") from None
+        # torch's messages run to many lines (weights_only advice, miniz notes): keep the first.
+        first = (str(exc).strip().splitlines() or [""])[0].split(". ")[0][:200]
+        raise ConfigError(f"{path}: not a readable oanet checkpoint ({type(exc).__name__}: {first})") from None
     if not isinstance(data, dict) or "model" not in data or "config" not in data:
         raise ConfigError(f"{path}: not an oanet checkpoint (expected a dict with 'model' and 'config')")
     return data
@@ -185,7 +187,10 @@ def load_model_from_checkpoint(path: str | Path, device: str | torch.device = "c
 
     data = load_checkpoint_file(path, map_location="cpu")
     cfg = from_dict(Config, data["config"], where=f"{path}: config")
-    label_space = LabelSpace.from_dict(data["label_space"]) if data.get("label_space") else None
+    try:
+        label_space = LabelSpace.from_dict(data["label_space"]) if data.get("label_space") else None
+    except (DataError, AttributeError, TypeError) as exc:
+        raise ConfigError(f"{path}: bad label space in the checkpoint ({exc})") from None
     # The checkpoint has every weight: do not fetch or read the ImageNet initialisation again.
     init_free = dataclasses.replace(
         cfg.model, backbone=dataclasses.replace(cfg.model.backbone, weights=None)
@@ -194,6 +199,9 @@ def load_model_from_checkpoint(path: str | Path, device: str | torch.device = "c
     try:
         model.load_state_dict(data["model"])
     except RuntimeError as exc:
-        raise ConfigError(f"{path}: weights do not fit the model its config describes: {exc}") from None
+        # load_state_dict lists every missing/unexpected key over many lines: one line, shortened.
+        detail = " ".join(str(exc).split())
+        detail = detail if len(detail) <= 300 else detail[:300] + " ..."
+        raise ConfigError(f"{path}: weights do not fit the model its config describes: {detail}") from None
     model.to(device).eval()
     return model, cfg, label_space

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
 from oanet.config import Config, SplitConfig, load_config
-from oanet.errors import ConfigError, DataError
+from oanet.errors import ConfigError, DataError, make_dir
 
 PRESET = "synthetic_cpu.yaml"
 # Benchmark sizes: the full demo uses the generator's own defaults; --quick a handful of small images.
@@ -98,6 +98,8 @@ def ensure_benchmark(data_dir: Path, quick: bool, log=print) -> None:
     if has_benchmark(data_dir):
         log(f"[1/4] using the benchmark in {data_dir}")
         return
+    if data_dir.exists() and not data_dir.is_dir():
+        raise DataError(f"{data_dir}: exists and is not a folder; pass --data with a benchmark folder or a new one")
     if data_dir.exists() and any(data_dir.iterdir()):
         raise DataError(
             f"{data_dir}: folder is not empty but holds no benchmark "
@@ -364,7 +366,9 @@ def run_demo(
     log = log or (lambda message: print(message, file=sys.stderr, flush=True))
     out_dir = Path(out_dir)
     data_dir = Path(data_dir) if data_dir is not None else out_dir / "data"
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if minutes is not None and minutes <= 0:  # before minutes of benchmark generation, not after
+        raise ConfigError(f"--minutes must be positive, got {minutes}")
+    make_dir(out_dir)
 
     ensure_benchmark(data_dir, quick, log)
     preset = find_preset()

@@ -23,7 +23,7 @@ from typing import Any, Mapping, Optional
 import numpy as np
 
 from oanet.config import Config, SplitConfig
-from oanet.errors import DataError
+from oanet.errors import DataError, make_dir
 
 ORDERS = ("score", "srm")
 ORDER_TITLES = {"score": "score order (heuristic)", "srm": "SRM order"}
@@ -181,8 +181,7 @@ def evaluate(
     for path, what in ((gt_json, "panoptic JSON"), (gt_dir, "panoptic PNG folder"), (image_dir, "image folder")):
         if not path.exists():
             raise FileNotFoundError(f"{path}: {what} of the evaluation split not found")
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = make_dir(out_dir)
 
     label_space = _checked_label_space(label_space, gt_json)
     dataset = ImageListDataset.from_panoptic_json(gt_json, image_dir, max_images=max_images)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 from pathlib import Path
 from typing import Iterable, Optional, Sequence
 
@@ -24,7 +23,7 @@ from PIL import Image
 
 from oanet.config import Config
 from oanet.data.dataset import image_to_tensor, list_image_files, load_rgb_image
-from oanet.errors import DataError
+from oanet.errors import DataError, make_dir
 
 ORDERS = ("score", "srm")
 ORDER_TITLES = {"score": "heuristic (detection-score order)", "srm": "SRM (ranking-score order)"}
@@ -64,10 +63,18 @@ class ImageListDataset(torch.utils.data.Dataset):
     buried in a traceback): the sample carries the error and the consumer raises it as one line.
     """
 
-    def __init__(self, paths: Sequence[Path], image_ids: Sequence[int], file_names: Sequence[str]):
+    def __init__(
+        self,
+        paths: Sequence[Path],
+        image_ids: Sequence[int],
+        file_names: Sequence[str],
+        sizes: Optional[Sequence[tuple[int, int]]] = None,
+    ):
         self.paths = [Path(p) for p in paths]
         self.image_ids = list(image_ids)
         self.file_names = list(file_names)
+        # (width, height) the annotation gives each image, checked when it is loaded (None: not checked)
+        self.sizes = list(sizes) if sizes is not None else None
 
     @classmethod
     def from_paths(cls, paths: Sequence[Path]) -> "ImageListDataset":
@@ -79,21 +86,23 @@ class ImageListDataset(torch.utils.data.Dataset):
         cls, panoptic_json: Path, image_dir: Path, max_images: Optional[int] = None
     ) -> "ImageListDataset":
         """The images a COCO panoptic JSON annotates, with its ids and the PNG names it uses."""
-        try:
-            data = json.loads(Path(panoptic_json).read_text())
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{panoptic_json}: not valid JSON ({exc})") from None
-        if "images" not in data or "annotations" not in data:
+        from oanet.data.coco_panoptic import _parse_images, read_json
+
+        data = read_json(panoptic_json)
+        if not isinstance(data, dict) or "images" not in data or "annotations" not in data:
             raise DataError(f"{panoptic_json}: not a COCO panoptic JSON (needs 'images' and 'annotations')")
-        images = sorted(data["images"], key=lambda img: img["id"])
+        # validated entries (id, file_name, width, height); ids of mixed kinds still sort
+        parsed = _parse_images(data["images"], str(panoptic_json))
+        images = sorted(parsed, key=lambda img: (isinstance(img.id, str), img.id))
         if max_images is not None:
             images = images[: max(0, max_images)]
         if not images:
             raise DataError(f"{panoptic_json}: no images to evaluate")
         return cls(
-            [Path(image_dir) / img["file_name"] for img in images],
-            [img["id"] for img in images],
-            [img["file_name"] for img in images],
+            [Path(image_dir) / img.file_name for img in images],
+            [img.id for img in images],
+            [img.file_name for img in images],
+            sizes=[(img.width, img.height) for img in images],
         )
 
     def __len__(self) -> int:
@@ -102,9 +111,25 @@ class ImageListDataset(torch.utils.data.Dataset):
     def __getitem__(self, index: int):
         info = {"image_id": self.image_ids[index], "file_name": self.file_names[index], "path": str(self.paths[index])}
         try:
+            if self.sizes is not None:
+                # an image of another size than its annotation would be scored against the wrong pixels
+                return image_to_tensor(load_rgb_image(self.paths[index], self.sizes[index])), info
             return load_image(self.paths[index]), info
         except (DataError, FileNotFoundError) as exc:
             return None, {**info, "error": str(exc)}
+
+
+def check_resizable(image: torch.Tensor, cfg: Config, path: str) -> None:
+    """DataError naming the file when the model's resize would shrink a side to 0 pixels (an image
+    hundreds of times wider than high), instead of an interpolation error deep inside torch."""
+    height, width = image.shape[-2:]
+    short, long = min(height, width), max(height, width)
+    scale = min(float(cfg.model.min_size[-1]) / short, float(cfg.model.max_size) / long)
+    if int(short * scale) < 1:
+        raise DataError(
+            f"{path}: image is {width}x{height}; resized to the model's input (max side {cfg.model.max_size}) "
+            "its short side would be 0 pixels"
+        )
 
 
 def image_record(image: torch.Tensor, info: dict) -> dict:
@@ -197,8 +222,7 @@ def predict(
     cfg = with_score_thresh(cfg, score_thresh)
     paths = list_images(inputs)
     dataset = ImageListDataset.from_paths(paths)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = make_dir(out_dir)
 
     category_lookup = viz.categories_by_id(c.to_dict() for c in label_space.categories)
     writers = {}
@@ -215,6 +239,8 @@ def predict(
     model.eval()
     with torch.no_grad(), fusion_thresh_of(model, cfg.model.fusion):
         for images, infos in tqdm(loader, desc="predict", unit="batch", disable=not progress):
+            for image, info in zip(images, infos):
+                check_resizable(image, cfg, info["path"])
             outputs = model([image.to(device, non_blocking=True) for image in images])
             for image, output, info in zip(images, outputs, infos):
                 fused = fuse_both_orders(output, label_space, cfg)

@@ -43,7 +43,7 @@ from oanet.engine.distributed import (
     cleanup_distributed,
     init_distributed,
 )
-from oanet.errors import ConfigError, OANetError
+from oanet.errors import ConfigError, OANetError, make_dir
 
 REFERENCE_IMS_PER_BATCH = 16  # the paper's batch, for which base_lr = 0.02 is given
 LAST_CHECKPOINT = "last.pth"
@@ -292,6 +292,8 @@ def _train(cfg: Config, resume: bool, dist_ctx: DistContext) -> dict:
     check_solver(solver, dist_ctx.world_size)
     if cfg.seed < 0:
         raise ConfigError(f"seed must be >= 0, got {cfg.seed}")
+    if cfg.data.num_workers < 0:
+        raise ConfigError(f"data.num_workers must be >= 0, got {cfg.data.num_workers}")
     output_dir = Path(cfg.output_dir)
     last_path = output_dir / LAST_CHECKPOINT
 
@@ -317,7 +319,7 @@ def _train(cfg: Config, resume: bool, dist_ctx: DistContext) -> dict:
             )
 
     if dist_ctx.is_main:
-        output_dir.mkdir(parents=True, exist_ok=True)
+        make_dir(output_dir)
         # A run killed while writing a checkpoint leaves its temporary file; last.pth itself is intact.
         for stale in output_dir.glob(f".{LAST_CHECKPOINT}.*.tmp"):
             stale.unlink(missing_ok=True)

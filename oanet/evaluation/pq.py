@@ -111,12 +111,27 @@ def _annotation_label(ann: Mapping) -> str:
     return f"image {ann.get('image_id', '?')} ({ann.get('file_name', '?')})"
 
 
+def _check_image_id(image_id, name: str, k: int):
+    """An image id usable as a key (a number or a string), else DataError naming the annotation."""
+    if isinstance(image_id, bool) or not isinstance(image_id, (int, float, str)):
+        raise DataError(f"{name}: annotation #{k} has image_id {image_id!r}; expected a number or a string")
+    return image_id
+
+
+def _integer(value) -> int:
+    """``int(value)`` that refuses a fractional number instead of truncating it to another id."""
+    if isinstance(value, float) and not value.is_integer():
+        raise ValueError(f"{value!r} is not an integer")
+    return int(value)
+
+
 def pair_annotations(gt: Mapping, gt_name: str, pred: Mapping, pred_name: str) -> list[tuple[dict, dict]]:
     """(GT annotation, predicted annotation) per GT image, paired by image_id like the COCO API."""
     by_image: dict = {}
     for k, ann in enumerate(pred["annotations"]):
         if not isinstance(ann, Mapping) or "image_id" not in ann:
             raise DataError(f"{pred_name}: annotation #{k} has no 'image_id'")
+        _check_image_id(ann["image_id"], pred_name, k)
         if ann["image_id"] in by_image:
             raise DataError(f"{pred_name}: two predictions for image {ann['image_id']}")
         by_image[ann["image_id"]] = ann
@@ -124,7 +139,7 @@ def pair_annotations(gt: Mapping, gt_name: str, pred: Mapping, pred_name: str) -
     for k, ann in enumerate(gt["annotations"]):
         if not isinstance(ann, Mapping) or "image_id" not in ann:
             raise DataError(f"{gt_name}: annotation #{k} has no 'image_id'")
-        image_id = ann["image_id"]
+        image_id = _check_image_id(ann["image_id"], gt_name, k)
         if image_id in seen:
             raise DataError(f"{gt_name}: two ground-truth annotations for image {image_id}")
         seen.add(image_id)
@@ -157,8 +172,8 @@ def parse_segments(ann: Mapping, categories: Categories, role: str, with_area: b
     if not isinstance(infos, list):
         raise DataError(f"{label}: no 'segments_info' list")
     try:
-        ids = [int(s["id"]) for s in infos]
-        category_ids = [int(s["category_id"]) for s in infos]
+        ids = [_integer(s["id"]) for s in infos]
+        category_ids = [_integer(s["category_id"]) for s in infos]
         iscrowd = [bool(s.get("iscrowd", 0)) for s in infos]
         areas = [float(s["area"]) for s in infos] if with_area else [0.0] * len(infos)
     except (KeyError, TypeError, ValueError) as exc:

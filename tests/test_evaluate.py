@@ -77,3 +77,27 @@ def test_split_categories_must_match_the_model(tmp_path):
     flipped = LabelSpace(parse_categories([{**cats[0], "isthing": 0}, cats[1]], "model"))
     with pytest.raises(DataError, match="do not match"):
         _checked_label_space(flipped, gt)
+
+
+@pytest.mark.parametrize("command", ["evaluate", "predict"])
+def test_unavailable_device_is_a_one_line_error(command, tmp_path, monkeypatch, capsys):
+    import torch
+
+    import oanet.engine.checkpoint as checkpoint
+    from oanet.cli import main
+    from oanet.config import Config
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(
+        checkpoint, "load_model_from_checkpoint", lambda path, device="cpu": (torch.nn.Linear(1, 1), Config(), object())
+    )
+    ckpt = tmp_path / "model_final.pth"
+    ckpt.write_bytes(b"")
+    image = tmp_path / "a.png"
+    from PIL import Image
+
+    Image.new("RGB", (4, 4)).save(image)
+    extra = [str(image), "--out", str(tmp_path / "out")] if command == "predict" else []
+    assert main([command, "--checkpoint", str(ckpt), "--device", "cuda", *extra]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"oanet {command}: error: device 'cuda' requested but CUDA is not available (use device=cpu or auto)"

@@ -23,7 +23,8 @@ def run(args) -> int:
     from pathlib import Path
 
     from oanet.engine.checkpoint import load_model_from_checkpoint
-    from oanet.engine.evaluate import evaluate, format_comparison, resolve_device
+    from oanet.engine.distributed import resolve_device
+    from oanet.engine.evaluate import evaluate, format_comparison
     from oanet.errors import ConfigError
 
     if args.max_images is not None and args.max_images < 1:

@@ -25,7 +25,7 @@ def run(args) -> int:
     from pathlib import Path
 
     from oanet.engine.checkpoint import load_model_from_checkpoint
-    from oanet.engine.evaluate import resolve_device
+    from oanet.engine.distributed import resolve_device
     from oanet.engine.predict import list_images, predict
     from oanet.errors import ConfigError
 

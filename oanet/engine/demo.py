@@ -380,7 +380,7 @@ def run_demo(
     started = time.perf_counter()
     checkpoint = Path(summary["final_model"])
     model, cfg, label_space = load_model_from_checkpoint(checkpoint, device="cpu")
-    from oanet.engine.evaluate import resolve_device
+    from oanet.engine.distributed import resolve_device
 
     device = resolve_device(cfg.device)
     model.to(device)

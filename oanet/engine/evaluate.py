@@ -116,14 +116,6 @@ def panoptic_map_difference(a: np.ndarray, b: np.ndarray) -> float:
 # inference
 
 
-def resolve_device(name: str):
-    import torch
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 def _restrict_ground_truth(gt_json: Path, image_ids: set, out_path: Path) -> Path:
     """A copy of the ground-truth JSON holding only ``image_ids`` (to score a --max-images run)."""
     data = json.loads(gt_json.read_text())

@@ -6,6 +6,7 @@ import torch
 
 from oanet.config import FusionConfig
 from oanet.model.fusion import (
+    fuse,
     fuse_both_orders,
     paste_instances,
     paste_order,
@@ -86,6 +87,22 @@ def test_both_orders_ignore_detections_below_the_score_threshold():
         assert torch.equal(both[order][0], expected[order][0])
         assert both[order][1] == expected[order][1]
     assert [s["category_id"] for s in both["srm"][1] if s["isthing"]] == [32, 1]
+
+
+def test_one_order_fuses_only_that_order_with_the_same_result():
+    masks, labels = _tie_on_person()
+    prediction = {
+        "masks": masks,
+        "labels": labels,
+        "scores": torch.tensor([0.997, 0.662]),
+        "ranking_scores": torch.tensor([0.325, 0.878]),
+        "sem_seg": torch.zeros(4, 40, 40).index_fill_(0, torch.tensor([2]), 1.0),
+    }
+    both = fuse_both_orders(prediction, LABELS, "all", CFG)
+    for order in ("score", "srm"):
+        one = fuse(prediction, LABELS, "all", CFG, orders=(order,))
+        assert list(one) == [order]
+        assert torch.equal(one[order][0], both[order][0]) and one[order][1] == both[order][1]
 
 
 def test_overlap_threshold_drops_mostly_hidden_instance_and_frees_its_pixels():

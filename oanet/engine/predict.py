@@ -149,16 +149,21 @@ def collate_images(batch: list) -> tuple[list, list]:
 # fusion of one model output
 
 
-def fuse_both_orders(output: dict, label_space, cfg: Config) -> dict:
-    """``{"score": (ids, segments), "srm": (ids, segments)}`` for one image's model output.
+def fuse_orders(output: dict, label_space, cfg: Config, orders: Sequence[str] = ORDERS) -> dict:
+    """``{order: (ids, segments)}`` for one image's model output, fused in each of ``orders``.
 
-    The stuff branch's CxHxW probabilities are reduced to labels on their own device; only the two
+    The stuff branch's CxHxW probabilities are reduced to labels on their own device; only the
     HxW id maps come back to the CPU (as numpy int32).
     """
     from oanet.model import fusion
 
-    fused = fusion.fuse_both_orders(output, label_space, cfg.model.stuff_head.classes, cfg.model.fusion)
+    fused = fusion.fuse(output, label_space, cfg.model.stuff_head.classes, cfg.model.fusion, orders=orders)
     return {order: (ids.cpu().numpy().astype(np.int32), segments) for order, (ids, segments) in fused.items()}
+
+
+def fuse_both_orders(output: dict, label_space, cfg: Config) -> dict:
+    """``{"score": (ids, segments), "srm": (ids, segments)}`` for one image's model output."""
+    return fuse_orders(output, label_space, cfg, ("score", "srm"))
 
 
 def with_score_thresh(cfg: Config, score_thresh: Optional[float]) -> Config:
@@ -243,7 +248,7 @@ def predict(
                 check_resizable(image, cfg, info["path"])
             outputs = model([image.to(device, non_blocking=True) for image in images])
             for image, output, info in zip(images, outputs, infos):
-                fused = fuse_both_orders(output, label_space, cfg)
+                fused = fuse_orders(output, label_space, cfg, orders)
                 panels = []
                 for o in orders:
                     ids, segments = fused[o]

@@ -212,15 +212,25 @@ def panoptic_fusion(
     return ids.to(torch.int32), segments
 
 
-def fuse_both_orders(
+ORDER_SCORES = {"score": "scores", "srm": "ranking_scores"}
+
+
+def fuse(
     prediction: dict[str, Tensor],
     label_space: Any,
     stuff_classes: str,
     cfg: FusionConfig,
+    orders: Sequence[str] = ("score", "srm"),
 ) -> dict[str, tuple[Tensor, list[dict]]]:
-    """Fuse one model output (docs/design.md) with both orders: ``{"score": ..., "srm": ...}``."""
+    """Fuse one model output (docs/design.md) in each of ``orders``: ``{order: (ids, segments)}``.
+
+    ``"score"`` pastes by detection score (the heuristic), ``"srm"`` by the SRM ranking score.
+    """
+    unknown = [o for o in orders if o not in ORDER_SCORES]
+    if unknown:
+        raise ValueError(f"unknown fusion order(s) {unknown}; expected some of {sorted(ORDER_SCORES)}")
     confidence, sem_seg_labels = prediction["sem_seg"].max(0)
-    # Only detections that can be pasted are binarised (once, for both orders): most of the
+    # Only detections that can be pasted are binarised (once, for every order): most of the
     # detections_per_img are usually below the score threshold.
     keep = (prediction["scores"] >= cfg.score_thresh).nonzero().squeeze(1)
     common = dict(
@@ -233,14 +243,22 @@ def fuse_both_orders(
         cfg=cfg,
         stuff_confidence=confidence,
     )
-    return {
-        "score": panoptic_fusion(order_scores=prediction["scores"][keep], **common),
-        "srm": panoptic_fusion(order_scores=prediction["ranking_scores"][keep], **common),
-    }
+    return {o: panoptic_fusion(order_scores=prediction[ORDER_SCORES[o]][keep], **common) for o in orders}
+
+
+def fuse_both_orders(
+    prediction: dict[str, Tensor],
+    label_space: Any,
+    stuff_classes: str,
+    cfg: FusionConfig,
+) -> dict[str, tuple[Tensor, list[dict]]]:
+    """Fuse one model output (docs/design.md) with both orders: ``{"score": ..., "srm": ...}``."""
+    return fuse(prediction, label_space, stuff_classes, cfg, orders=("score", "srm"))
 
 
 __all__: Sequence[str] = (
     "panoptic_fusion",
+    "fuse",
     "fuse_both_orders",
     "paste_order",
     "paste_instances",

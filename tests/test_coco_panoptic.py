@@ -311,6 +311,30 @@ def test_writer_refuses_undeclared_ids_and_unknown_categories(tmp_path):
         writer.add(ImageInfo(1, "a.jpg", 5, 4), ID_MAP_1, SEGMENTS_1)
 
 
+@pytest.mark.parametrize(
+    "index, segmentation, message",
+    [
+        # another image size: pycocotools would size the batch from it and shift the other masks
+        (1, {"size": [6, 4], "counts": mask_utils.encode(np.zeros((6, 4), np.uint8, order="F"))["counts"].decode()},
+         r"annotation 2: .*RLE size \[6, 4\] is not the image's \[height, width\] \[4, 6\]"),
+        (2, {"size": [5, 6], "counts": [10, 4, 16]}, r"annotation 3: .*RLE size \[5, 6\]"),
+        # counts that do not add up to H*W = 24, uncompressed and compressed
+        (2, {"size": [4, 6], "counts": [10, 4, 5]}, r"annotation 3: .*counts add up to 19, not height\*width = 24"),
+        (2, {"size": [4, 6], "counts": [10, 4, 20]}, r"annotation 3: .*counts add up to 34"),
+        (1, {"size": [4, 6], "counts": mask_utils.frPyObjects({"size": [4, 6], "counts": [3, 2, 10]}, 4, 6)["counts"].decode()},
+         r"annotation 2: .*counts add up to 15"),
+        (1, {"size": [4, 6], "counts": mask_utils.frPyObjects({"size": [4, 6], "counts": [3, 2, 30]}, 4, 6)["counts"].decode()},
+         r"annotation 2: .*counts add up to 35"),
+        (1, {"size": [4, 6], "counts": "3"}, r"annotation 2: .*counts add up to 3,"),
+        (1, {"size": [4, 6], "counts": "~~"}, r"annotation 2: .*not a valid compressed RLE string"),
+    ],
+)
+def test_bad_rle_is_named(split_paths, index, segmentation, message):
+    edit_json(split_paths["instances_json"], lambda d: d["annotations"][index].update(segmentation=segmentation))
+    with pytest.raises(DataError, match=f"instances.json: image 1: {message}"):
+        PanopticSplit(**split_paths).load_instance_masks(1)
+
+
 def test_degenerate_polygons_give_empty_masks(split_paths):
     # a 2-point polygon (which pycocotools alone would read as a box) and an empty polygon list
     edit_json(split_paths["instances_json"], lambda d: (d["annotations"][0].update(segmentation=[[0, 0, 3, 3]]),

@@ -186,6 +186,14 @@ def test_image_conversion_and_size_check(tmp_path):
         PanopticDataset(**_dataset_kwargs(paths))[1]
 
 
+def test_decompression_bomb_is_named(tmp_path, monkeypatch):
+    # PIL's DecompressionBombError is not an OSError
+    paths = write_split(tmp_path)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 5)  # the 6x4 image is more than twice that
+    with pytest.raises(DataError, match="000000000001.png: not a readable image .*decompression bomb"):
+        PanopticDataset(**_dataset_kwargs(paths))[0]
+
+
 def test_label_space_from_elsewhere_must_cover_the_split(tmp_path):
     paths = write_split(tmp_path)
     smaller = write_split(tmp_path / "other", with_instances=False)

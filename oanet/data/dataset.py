@@ -39,7 +39,7 @@ def load_rgb_image(path: str | Path, expected_size: Optional[tuple[int, int]] = 
                     f"{expected_size[0]}x{expected_size[1]}"
                 )
             array = np.asarray(img.convert("RGB"))
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError) as exc:
         if isinstance(exc, DataError):
             raise
         raise DataError(f"{path}: not a readable image ({exc})") from None

@@ -160,6 +160,8 @@ def test_label_space_round_trip_and_unknown_ids(split_paths):
 def test_label_space_rejects_duplicate_ids():
     with pytest.raises(DataError, match="duplicate category id"):
         LabelSpace([Category(1, "a", True, (0, 0, 0)), Category(1, "b", False, (1, 1, 1))])
+    with pytest.raises(DataError, match="category id 1000000000 is above"):  # not a MemoryError
+        LabelSpace([Category(10**9, "a", True, (0, 0, 0))])
 
 
 # --------------------------------------------------------------------------------------------
@@ -248,6 +250,8 @@ def test_png_size_mismatch(tmp_path):
         (lambda d: d["annotations"][0]["segments_info"][0].update(area="big"), "image 1: every segment's 'area' must be a number"),
         (lambda d: d["annotations"][0]["segments_info"][0].update(bbox=[1, 2]), "'bbox' four numbers"),
         (lambda d: d["categories"][0].update(id="abc"), "category id 'abc' is not an integer"),
+        (lambda d: d["categories"][0].update(id=10**9), "category id 1000000000 is outside 0..16777215"),
+        (lambda d: d["categories"][0].update(id=-1), "category id -1 is outside 0..16777215"),
         (lambda d: d["categories"][0].update(color="red"), "bad colour 'red'"),
         (lambda d: d["categories"][0].update(color=7), "bad colour 7"),
     ],

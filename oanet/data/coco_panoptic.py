@@ -24,6 +24,8 @@ from oanet.errors import DataError
 OFFSET = 256 * 256 * 256  # one more than the largest segment id a 24-bit PNG can hold
 VOID = 0
 IGNORE = 255
+# LabelSpace indexes arrays of size max(id) + 1: ids are bounded (COCO's go up to 200).
+MAX_CATEGORY_ID = 2**24 - 1
 
 
 def rgb2id(color: np.ndarray) -> np.ndarray:
@@ -148,6 +150,8 @@ class LabelSpace:
             raise DataError("label space: no categories")
         if min(ids) < 0:
             raise DataError(f"label space: negative category id {min(ids)}")
+        if max(ids) > MAX_CATEGORY_ID:
+            raise DataError(f"label space: category id {max(ids)} is above {MAX_CATEGORY_ID}")
         self.categories: tuple[Category, ...] = tuple(sorted(categories, key=lambda c: c.id))
         self._by_id = {c.id: c for c in self.categories}
         self.thing_ids = np.array([c.id for c in self.categories if c.isthing], dtype=np.int64)
@@ -276,6 +280,8 @@ def parse_categories(raw: Any, where: str) -> list[Category]:
             raise DataError(f"{where}: category without 'id' and 'name': {cat!r}")
         if not _is_integer(cat["id"]):
             raise DataError(f"{where}: category id {cat['id']!r} is not an integer")
+        if not 0 <= cat["id"] <= MAX_CATEGORY_ID:
+            raise DataError(f"{where}: category id {cat['id']!r} is outside 0..{MAX_CATEGORY_ID}")
         color = cat.get("color")
         if color is not None and not (
             isinstance(color, (list, tuple)) and len(color) == 3 and all(_is_integer(c) and 0 <= c <= 255 for c in color)

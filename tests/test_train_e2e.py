@@ -186,6 +186,10 @@ def test_resume_with_longer_schedule_and_refusals(synthetic, reference_run, tmp_
         train(_tiny_cfg(out, base + ["model.backbone.fpn_channels=32", "model.srm.kernel=3x3"]), resume=True)
     assert "model.backbone.fpn_channels: 16 != 32" in str(info.value) and "model.srm.kernel" in str(info.value)
 
+    # A changed batch or seed would not continue the run exactly: refused, listing what differs.
+    with pytest.raises(ConfigError, match=r"different schedule: solver\.ims_per_batch: 2 != 4 .*; seed: 0 != 1"):
+        train(_tiny_cfg(out, base + ["solver.max_iter=8", "solver.ims_per_batch=4", "seed=1"]), resume=True)
+
     # A longer schedule continues at iteration 6.
     summary = train(_tiny_cfg(out, base + ["solver.max_iter=7"]), resume=True)
     assert (summary["start_iteration"], summary["iteration"]) == (6, 7)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -144,3 +145,31 @@ def test_negative_loader_workers_is_a_config_error_before_any_work(tmp_path):
     with pytest.raises(ConfigError, match="data.num_workers must be >= 0, got -1"):
         train(cfg)
     assert not (tmp_path / "out").exists()
+
+
+def test_resume_schedule_may_extend_but_not_change_the_past():
+    from oanet.config import Config
+    from oanet.engine.train import run_schedule, schedule_differences
+
+    cfg = Config()
+    stored = run_schedule(cfg)
+    assert stored["ims_per_batch"] == 16 and stored["seed"] == 0 and stored["max_iter"] == 100000
+
+    def changed(iteration=50000, seed=0, **solver):
+        other = dataclasses.replace(cfg, seed=seed, solver=dataclasses.replace(cfg.solver, **solver))
+        return schedule_differences(stored, run_schedule(other), iteration)
+
+    assert changed() == []
+    assert changed(max_iter=200000, steps=(60000, 150000)) == []  # steps not reached yet may move
+    assert changed(max_iter=10) == []
+    assert changed(iteration=70000, steps=(65000, 80000)) == [
+        "solver.steps before iteration 70000: [60000] != [65000]"
+    ]
+    assert changed(ims_per_batch=8, seed=3, warmup_iters=10, base_lr=0.01) == [
+        "solver.base_lr (effective): 0.02 != 0.01",
+        "solver.warmup_iters: 2000 != 10",
+        "solver.ims_per_batch: 16 != 8",
+        "seed: 0 != 3",
+    ]
+    # older checkpoints stored the LR schedule only: what they lack is not compared
+    assert schedule_differences({"base_lr": 0.02}, run_schedule(dataclasses.replace(cfg, seed=5)), 10) == []

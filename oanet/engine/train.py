@@ -98,6 +98,43 @@ def schedule_of(solver) -> dict:
     }
 
 
+def run_schedule(cfg: Config) -> dict:
+    """What a training checkpoint stores of the run beyond the model: :func:`schedule_of` plus the
+    global batch, the seed and ``max_iter``. Resuming compares it with the current config."""
+    solver = cfg.solver
+    return {
+        **schedule_of(solver),
+        "ims_per_batch": solver.ims_per_batch,
+        "seed": cfg.seed,
+        "max_iter": solver.max_iter,
+    }
+
+
+def schedule_differences(stored: dict, current: dict, iteration: int) -> list[str]:
+    """What of a checkpoint's :func:`run_schedule` (``stored``, written after ``iteration`` completed
+    iterations) ``current`` changes in a way that resuming could not continue exactly.
+
+    ``max_iter`` may change (a run extended or cut short is a prefix of the longer one), and so may
+    LR steps at or after ``iteration`` (they only affect iterations still to come); steps already
+    passed, warm-up, gamma, the (effective) base LR, the global batch and the seed may not. Keys a
+    checkpoint lacks (older checkpoints store the LR schedule only) are not compared.
+    """
+    differences = []
+    for key, old in stored.items():
+        if key == "max_iter" or key not in current:
+            continue
+        name = "seed" if key == "seed" else f"solver.{key}"
+        new = current[key]
+        if key == "steps":
+            old, new = sorted(s for s in old if s < iteration), sorted(s for s in new if s < iteration)
+            name = f"solver.steps before iteration {iteration}"
+        elif key == "base_lr":
+            name = "solver.base_lr (effective)"
+        if old != new:
+            differences.append(f"{name}: {old} != {new}")
+    return differences
+
+
 def check_solver(solver, world_size: int) -> None:
     if solver.max_iter < 1:
         raise ConfigError(f"solver.max_iter must be >= 1, got {solver.max_iter}")
@@ -313,6 +350,13 @@ def _train(cfg: Config, resume: bool, dist_ctx: DistContext) -> dict:
     cfg = with_num_classes(cfg, label_space, cfg.data.train.panoptic_json)
     if state is not None:
         ckpt.check_model_config(state["config"], cfg, last_path)
+        differences = schedule_differences(state.get("schedule") or {}, run_schedule(cfg), int(state["iteration"]))
+        if differences:
+            raise ConfigError(
+                f"{last_path}: cannot resume exactly with a different schedule: "
+                + "; ".join(f"{line} (checkpoint != current)" for line in differences)
+                + " (only solver.max_iter and steps not yet reached may change)"
+            )
         if state.get("label_space") is not None and state["label_space"] != label_space.to_dict():
             raise ConfigError(
                 f"{last_path}: checkpoint was trained on another label space than {cfg.data.train.panoptic_json}"
@@ -399,7 +443,7 @@ def _train(cfg: Config, resume: bool, dist_ctx: DistContext) -> dict:
             ckpt.atomic_save(
                 ckpt.training_state(
                     model=model, optimizer=optimizer, scaler=scaler if use_amp else None,
-                    iteration=completed, cfg=cfg, label_space=label_space, schedule=schedule,
+                    iteration=completed, cfg=cfg, label_space=label_space, schedule=run_schedule(cfg),
                     rng_states=rng_states,
                 ),
                 last_path,

@@ -173,3 +173,12 @@ def test_resume_schedule_may_extend_but_not_change_the_past():
     ]
     # older checkpoints stored the LR schedule only: what they lack is not compared
     assert schedule_differences({"base_lr": 0.02}, run_schedule(dataclasses.replace(cfg, seed=5)), 10) == []
+
+
+def test_resume_label_space_ignores_names_and_colours():
+    from oanet.engine.train import label_classes
+
+    cats = [{"id": 1, "name": "disc", "isthing": 1, "color": [1, 2, 3]}, {"id": 7, "name": "sky", "isthing": 0}]
+    recoloured = [{**c, "color": [9, 9, 9], "name": c["name"].upper()} for c in cats]
+    assert label_classes({"categories": cats}) == label_classes({"categories": recoloured}) == [(1, True), (7, False)]
+    assert label_classes({"categories": [{**cats[0], "isthing": 0}, cats[1]]}) != label_classes({"categories": cats})

@@ -135,6 +135,15 @@ def schedule_differences(stored: dict, current: dict, iteration: int) -> list[st
     return differences
 
 
+def label_classes(label_space: dict) -> list[tuple[int, bool]]:
+    """``(id, isthing)`` of each category of a stored label space: what the weights depend on.
+
+    Names, colours and supercategories (e.g. colours added with ``data.categories_json``) may change
+    between a run and its resumption.
+    """
+    return [(int(c["id"]), bool(c["isthing"])) for c in label_space.get("categories", [])]
+
+
 def check_solver(solver, world_size: int) -> None:
     if solver.max_iter < 1:
         raise ConfigError(f"solver.max_iter must be >= 1, got {solver.max_iter}")
@@ -357,7 +366,9 @@ def _train(cfg: Config, resume: bool, dist_ctx: DistContext) -> dict:
                 + "; ".join(f"{line} (checkpoint != current)" for line in differences)
                 + " (only solver.max_iter and steps not yet reached may change)"
             )
-        if state.get("label_space") is not None and state["label_space"] != label_space.to_dict():
+        if state.get("label_space") is not None and label_classes(state["label_space"]) != label_classes(
+            label_space.to_dict()
+        ):
             raise ConfigError(
                 f"{last_path}: checkpoint was trained on another label space than {cfg.data.train.panoptic_json}"
             )

@@ -260,6 +260,14 @@ def test_backbone_weights_freezing_and_norm(tmp_path):
         OANetBackbone(BackboneConfig(depth=18, weights=str(tmp_path / "bad.pth")))
     with pytest.raises(ConfigError):
         OANetBackbone(BackboneConfig(depth=19))
+    garbage = tmp_path / "garbage.pth"
+    garbage.write_bytes(b"not a torch file at all")
+    for bad, words in ((garbage, "not a readable weights file"), (tmp_path / "tensor.pth", "expected a state dict")):
+        if bad.name == "tensor.pth":
+            torch.save(torch.zeros(2), bad)
+        with pytest.raises(ConfigError, match=f"backbone.weights: {bad}: {words}") as info:
+            OANetBackbone(BackboneConfig(depth=18, weights=str(bad)))
+        assert "\n" not in str(info.value)
 
 
 def test_config_errors():

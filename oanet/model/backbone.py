@@ -64,9 +64,20 @@ def build_resnet(cfg: BackboneConfig) -> nn.Module:
     norm_layer = FrozenBatchNorm2d if cfg.frozen_bn else nn.BatchNorm2d
     resnet = getattr(torchvision.models, f"resnet{cfg.depth}")(weights=weights_enum, norm_layer=norm_layer)
     if local_path is not None:
-        state = torch.load(local_path, map_location="cpu", weights_only=True)
+        try:
+            state = torch.load(local_path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # truncated/garbage file, pickled code, ...
+            # torch's messages run to many lines (weights_only advice): keep the first sentence.
+            first = (str(exc).strip().splitlines() or [""])[0].split(". ")[0][:200]
+            raise ConfigError(
+                f"backbone.weights: {local_path}: not a readable weights file ({type(exc).__name__}: {first})"
+            ) from None
         if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
             state = state["state_dict"]
+        if not isinstance(state, dict):
+            raise ConfigError(
+                f"backbone.weights: {local_path}: expected a state dict, found {type(state).__name__}"
+            )
         # The classifier is not part of a detection backbone; BN counters do not exist in frozen BN.
         state = {k: v for k, v in state.items() if not k.startswith("fc.")}
         if cfg.frozen_bn:

@@ -97,17 +97,21 @@ def inflate_scanlines(data: bytes, name: str | Path) -> Optional[Scanlines]:
     return Scanlines(width, height, channels, inflated)
 
 
-def _decode_with_c(data: bytes, name: str | Path) -> Optional[np.ndarray]:
-    speedups = _ext.speedups
-    lines = inflate_scanlines(data, name) if speedups is not None else None
-    if lines is None:
-        return None
+def scanlines_to_ids(lines: Scanlines, name: str | Path) -> np.ndarray:
+    """Segment ids (uint32, HxW) of inflated scanlines, by the C extension (which must be built)."""
     ids = np.empty((lines.height, lines.width), dtype=np.uint32)
     try:
-        speedups.scanlines_to_ids(lines.data, lines.width, lines.height, lines.channels, ids)
+        _ext.speedups.scanlines_to_ids(lines.data, lines.width, lines.height, lines.channels, ids)
     except ValueError as exc:  # truncated image data, bad filter byte
         raise DataError(f"{name}: corrupt PNG ({exc.args[-1]})") from None
     return ids
+
+
+def _decode_with_c(data: bytes, name: str | Path) -> Optional[np.ndarray]:
+    lines = inflate_scanlines(data, name) if _ext.speedups is not None else None
+    if lines is None:
+        return None
+    return scanlines_to_ids(lines, name)
 
 
 def _decode_with_pillow(data: bytes, name: str | Path) -> np.ndarray:

@@ -38,7 +38,7 @@ from typing import Any, Iterator, Mapping, Optional, Sequence, Union
 import numpy as np
 
 from oanet import _ext
-from oanet.data.png_io import read_id_png, read_scanlines
+from oanet.data.png_io import Scanlines, read_id_png, read_scanlines, scanlines_to_ids
 from oanet.errors import DataError
 
 VOID = 0
@@ -316,10 +316,16 @@ def evaluate_image(
         raise FileNotFoundError(f"{where_pred}: predicted PNG not found")
     if not gt_path.is_file():
         raise FileNotFoundError(f"{where_gt}: ground-truth PNG not found")
-    counts = _confusion_with_c(gt_path, pred_path, gt, pred, where_gt, where_pred)
+    gt_lines = pred_lines = counts = None
+    if _ext.speedups is not None and max(len(gt.ids), len(pred.ids)) < UNDECLARED:
+        gt_lines = _renamed(read_scanlines, gt_path, where_gt)
+        pred_lines = _renamed(read_scanlines, pred_path, where_pred) if gt_lines is not None else None
+        if pred_lines is not None:
+            counts = _confusion_with_c(gt_lines, pred_lines, gt, pred, where_gt, where_pred)
     if counts is None:  # no C extension, another kind of PNG, or an undeclared id to find and name
-        gt_ids = _read(gt_path, where_gt)
-        pred_ids = _read(pred_path, where_pred)
+        # What was already inflated is not read again.
+        gt_ids = scanlines_to_ids(gt_lines, where_gt) if gt_lines is not None else _read(gt_path, where_gt)
+        pred_ids = scanlines_to_ids(pred_lines, where_pred) if pred_lines is not None else _read(pred_path, where_pred)
         if gt_ids.shape != pred_ids.shape:
             raise DataError(f"{where_pred}: size {_size(pred_ids)} differs from the ground truth's {_size(gt_ids)}")
         counts = confusion(
@@ -334,22 +340,15 @@ def evaluate_image(
 
 
 def _confusion_with_c(
-    gt_path: Path, pred_path: Path, gt: Segments, pred: Segments, where_gt: str, where_pred: str
+    gt_lines: Scanlines, pred_lines: Scanlines, gt: Segments, pred: Segments, where_gt: str, where_pred: str
 ) -> Optional[np.ndarray]:
-    """``confusion`` of the two PNGs by the C extension, straight from their scanlines; None where it
-    cannot (not built, a kind of PNG it does not take, 65535 segments or more) or an id is undeclared."""
-    speedups = _ext.speedups
-    if speedups is None or max(len(gt.ids), len(pred.ids)) >= UNDECLARED:
-        return None
-    gt_lines = _renamed(read_scanlines, gt_path, where_gt)
-    pred_lines = _renamed(read_scanlines, pred_path, where_pred) if gt_lines is not None else None
-    if pred_lines is None:
-        return None
+    """``confusion`` of the two PNGs' scanlines by the C extension; None where the sizes differ or an id
+    is undeclared (the general path words the error)."""
     if (gt_lines.width, gt_lines.height) != (pred_lines.width, pred_lines.height):
         return None  # the general path words the error
     counts = np.zeros((len(gt.ids) + 1, len(pred.ids) + 1), dtype=np.int64)
     try:
-        complete = speedups.pair_counts(
+        complete = _ext.speedups.pair_counts(
             gt_lines.data, gt_lines.channels, gt.ids, pred_lines.data, pred_lines.channels, pred.ids,
             gt_lines.width, gt_lines.height, counts,
         )

@@ -219,3 +219,16 @@ def test_label_space_object_with_thing_and_stuff_id_arrays():
     ids, segments = panoptic_fusion(masks, torch.tensor([1]), torch.tensor([0.9]), torch.tensor([0.9]), sem, space, "all", CFG)
     assert [(s["category_id"], s["isthing"], s["area"]) for s in segments] == [(32, True, 18), (187, False, 18)]
     assert ids[:3].eq(1).all() and ids[3:].eq(2).all()
+
+
+def test_fully_hidden_instance_is_dropped_even_with_overlap_thresh_zero():
+    masks, labels = _tie_on_person()  # the tie lies entirely inside the person
+    owner, kept = paste_instances(masks.bool(), overlap_thresh=0.0)
+    assert kept.tolist() == [True, False]
+    cfg = FusionConfig(score_thresh=0.5, overlap_thresh=0.0, stuff_area_limit=0, stuff_area_reference_size=800)
+    prediction = {
+        "masks": masks, "labels": labels, "scores": torch.tensor([0.997, 0.662]),
+        "ranking_scores": torch.tensor([0.325, 0.878]), "sem_seg": torch.zeros(4, 40, 40),
+    }
+    things = [s for s in fuse(prediction, LABELS, "all", cfg, orders=("score",))["score"][1] if s["isthing"]]
+    assert [(s["category_id"], s["area"] > 0) for s in things] == [(1, True)]  # no area-0 tie segment

@@ -103,7 +103,8 @@ def paste_instances(masks: Tensor, overlap_thresh: float) -> tuple[Tensor, Tenso
     visible = torch.bincount(owner[owner >= 0], minlength=n)
     order = torch.arange(n, device=device)
     while True:
-        failing = kept & (visible < overlap_thresh * area)
+        # visible == 0 too: with overlap_thresh 0 a fully hidden instance would be kept as an empty segment
+        failing = kept & ((visible < overlap_thresh * area) | (visible == 0))
         if not bool(failing.any()):
             break
         # Instances before the first failing one are final (they only depend on earlier ones), so drop

@@ -91,6 +91,8 @@ def test_instances_from_masks_drops_crowd_and_empty_keeps_overlap():
     assert (kept.sum(axis=0) == 2).sum() == 2  # the two overlapping pixels survive
     with pytest.raises(ValueError):
         instances_from_masks(masks, [0, 1, -1, 1], [False] * 4)  # a stuff label is a caller bug
+    _, _, from_bool = instances_from_masks(masks.astype(bool), [0, 1, 0, 1], [False, False, True, False])
+    assert from_bool.dtype == np.uint8 and np.array_equal(from_bool, kept)
 
 
 def test_semantic_target_all_and_stuff_variants():

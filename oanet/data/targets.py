@@ -41,7 +41,9 @@ def instances_from_masks(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Instance targets from (possibly overlapping) annotation masks, e.g. COCO's instances JSON.
 
-    ``masks`` uint8 (N, H, W); ``thing_indices`` (N,) thing index 0..T-1 of each mask's category;
+    ``masks`` (N, H, W): uint8 0/1, as pycocotools decodes them and ``instances_from_panoptic`` makes
+    them, used as they are (no N*H*W pass); any other dtype is binarised (non-zero -> 1);
+    ``thing_indices`` (N,) thing index 0..T-1 of each mask's category;
     ``iscrowd`` (N,). Crowd annotations and masks without pixels are dropped.
     Returns ``(boxes float32 (M, 4), labels int64 (M,), masks uint8 (M, H, W))``.
     """
@@ -53,7 +55,7 @@ def instances_from_masks(
     if (thing_indices < 0).any():
         raise ValueError("instance masks must all belong to thing categories")
     keep = ~iscrowd & masks.reshape(len(masks), -1).any(axis=1)
-    kept = (masks[keep] != 0).astype(np.uint8)
+    kept = masks[keep] if masks.dtype == np.uint8 else (masks[keep] != 0).astype(np.uint8)
     return masks_to_boxes(kept), thing_indices[keep], kept
 
 

@@ -101,3 +101,27 @@ def test_unavailable_device_is_a_one_line_error(command, tmp_path, monkeypatch, 
     assert main([command, "--checkpoint", str(ckpt), "--device", "cuda", *extra]) == 2
     err = capsys.readouterr().err.strip()
     assert err == f"oanet {command}: error: device 'cuda' requested but CUDA is not available (use device=cpu or auto)"
+
+
+def test_evaluate_names_an_image_too_thin_to_resize(tmp_path):
+    import json
+
+    import torch
+    from PIL import Image
+
+    from oanet.config import Config, SplitConfig
+    from oanet.engine.evaluate import evaluate
+    from oanet.errors import DataError
+
+    (tmp_path / "images").mkdir()
+    (tmp_path / "png").mkdir()
+    Image.new("RGB", (4000, 2)).save(tmp_path / "images" / "thin.png")
+    gt = tmp_path / "gt.json"
+    gt.write_text(json.dumps({
+        "images": [{"id": 1, "file_name": "thin.png", "width": 4000, "height": 2}],
+        "annotations": [{"image_id": 1, "file_name": "thin.png", "segments_info": []}],
+        "categories": [{"id": 1, "name": "disc", "isthing": 1}],
+    }))
+    split = SplitConfig(panoptic_json=str(gt), panoptic_dir=str(tmp_path / "png"), image_dir=str(tmp_path / "images"))
+    with pytest.raises(DataError, match=r"thin\.png: image is 4000x2; .* short side would be 0 pixels"):
+        evaluate(torch.nn.Linear(1, 1), Config(), None, split, tmp_path / "out", num_workers=0, progress=False)

@@ -166,7 +166,7 @@ def evaluate(
     from tqdm import tqdm
 
     from oanet.data.coco_panoptic import PanopticWriter
-    from oanet.engine.predict import ImageListDataset, collate_images, fuse_both_orders, image_record
+    from oanet.engine.predict import ImageListDataset, check_resizable, collate_images, fuse_both_orders, image_record
     from oanet.evaluation.pq import pq_compute
 
     gt_json, gt_dir, image_dir = Path(split.panoptic_json), Path(split.panoptic_dir), Path(split.image_dir)
@@ -197,6 +197,8 @@ def evaluate(
     model.eval()
     with torch.no_grad():
         for images, infos in tqdm(loader, desc="evaluate", unit="batch", disable=not progress):
+            for image, info in zip(images, infos):
+                check_resizable(image, cfg, info["path"])
             outputs = model([image.to(device, non_blocking=True) for image in images])
             for image, output, info in zip(images, outputs, infos):
                 fused = fuse_both_orders(output, label_space, cfg)

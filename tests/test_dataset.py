@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from oanet.data.coco_panoptic import IGNORE, PanopticSplit
-from oanet.data.dataset import ImageFolderDataset, PanopticDataset, collate
+from oanet.data.dataset import PanopticDataset, collate
 from oanet.data.transforms import hflip
 from oanet.errors import DataError
 from test_coco_panoptic import ID_MAP_1, edit_json, write_split
@@ -202,24 +202,3 @@ def test_label_space_from_elsewhere_must_cover_the_split(tmp_path):
     labels = PanopticSplit(smaller["panoptic_json"], smaller["panoptic_dir"], smaller["image_dir"]).label_space()
     with pytest.raises(DataError, match=r"panoptic.json: unknown category id\(s\) \[9\]"):
         PanopticDataset(**_dataset_kwargs(paths), label_space=labels)
-
-
-def test_image_folder_dataset(tmp_path):
-    folder = tmp_path / "imgs"
-    folder.mkdir()
-    Image.fromarray(np.zeros((5, 7), np.uint8), mode="L").save(folder / "000000000042.jpg")
-    Image.fromarray(np.zeros((3, 2, 3), np.uint8)).save(folder / "b.PNG")
-    (folder / "notes.txt").write_text("ignored")
-    dataset = ImageFolderDataset(folder)
-    assert [p.name for p in dataset.paths] == ["000000000042.jpg", "b.PNG"]
-    image, info = dataset[0]
-    assert image.shape == (3, 5, 7) and info["image_id"] == 42 and (info["width"], info["height"]) == (7, 5)
-    assert dataset[1][1]["image_id"] == 2
-    (tmp_path / "empty").mkdir()
-    with pytest.raises(DataError, match="empty: folder holds no images"):
-        ImageFolderDataset(tmp_path / "empty")
-    with pytest.raises(FileNotFoundError, match="missing.jpg"):
-        ImageFolderDataset([tmp_path / "missing.jpg"])
-    (folder / "bad.jpg").write_bytes(b"\xff\xd8 truncated")
-    with pytest.raises(DataError, match="bad.jpg: not a readable image"):
-        ImageFolderDataset(folder / "bad.jpg")[0]

@@ -1,4 +1,4 @@
-"""torch Datasets: a COCO panoptic split -> (image, target) per docs/design.md, and image folders.
+"""torch Dataset of a COCO panoptic split -> (image, target) per docs/design.md; image file inputs.
 
 Samples stay at the image's original size: the model resizes (torchvision style), so every target
 is resized once, consistently, there.
@@ -60,8 +60,8 @@ class PanopticDataset(torch.utils.data.Dataset):
 
     Augmentation randomness comes from ``numpy.random.default_rng((seed, epoch, index))``: a sample
     is the same on any worker, process count, or after resuming. ``get(index, epoch)`` names the
-    epoch explicitly (needed with DataLoader workers, which hold copies of the dataset);
-    ``dataset[(index, epoch)]`` does the same; ``dataset[index]`` uses ``self.epoch``.
+    epoch (DataLoader workers hold copies of the dataset, so no epoch is kept in it);
+    ``dataset[(index, epoch)]`` does the same; ``dataset[index]`` is epoch 0.
     """
 
     def __init__(
@@ -104,13 +104,9 @@ class PanopticDataset(torch.utils.data.Dataset):
         self.stuff_classes = stuff_classes
         self.transforms = transforms if transforms is not None else build_transforms(hflip_prob, train)
         self.seed = int(seed)
-        self.epoch = 0
 
     def __len__(self) -> int:
         return len(self.split)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
 
     def image_info(self, index: int) -> ImageInfo:
         return self.split.images[index]
@@ -119,8 +115,7 @@ class PanopticDataset(torch.utils.data.Dataset):
         """width / height per sample, from the JSON (no image decoding), for aspect-ratio grouping."""
         return self.split.aspect_ratios()
 
-    def sample_rng(self, index: int, epoch: Optional[int] = None) -> np.random.Generator:
-        epoch = self.epoch if epoch is None else epoch
+    def sample_rng(self, index: int, epoch: int = 0) -> np.random.Generator:
         return np.random.default_rng([self.seed, int(epoch), int(index)])
 
     def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, dict]:
@@ -128,7 +123,7 @@ class PanopticDataset(torch.utils.data.Dataset):
             return self.get(*key)
         return self.get(key)
 
-    def get(self, index: int, epoch: Optional[int] = None) -> tuple[torch.Tensor, dict]:
+    def get(self, index: int, epoch: int = 0) -> tuple[torch.Tensor, dict]:
         if not -len(self) <= index < len(self):
             raise IndexError(f"index {index} out of range for {len(self)} images")
         index = index % len(self)
@@ -195,30 +190,3 @@ def list_image_files(inputs: str | Path | Sequence[str | Path]) -> list[Path]:
         else:
             raise FileNotFoundError(f"{item}: no such image or folder")
     return found
-
-
-class ImageFolderDataset(torch.utils.data.Dataset):
-    """Images from files and folders for prediction: ``(image float32 3xHxW, info dict)``.
-
-    ``info`` has ``image_id`` (the file stem as an int when it is all digits, as COCO names its
-    files, else 1-based position), ``file_name``, ``path``, ``width`` and ``height``.
-    """
-
-    def __init__(self, inputs: str | Path | Sequence[str | Path]):
-        self.paths = list_image_files(inputs)
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, dict]:
-        path = self.paths[index]
-        array = load_rgb_image(path)
-        stem = path.stem
-        info = {
-            "image_id": int(stem) if stem.isdigit() else index + 1,
-            "file_name": path.name,
-            "path": str(path),
-            "height": array.shape[0],
-            "width": array.shape[1],
-        }
-        return image_to_tensor(array), info

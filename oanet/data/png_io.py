@@ -1,8 +1,9 @@
 """Panoptic PNG input/output with clear errors. No torch here.
 
 Decoding PNGs is most of the time of a PQ evaluation, so every reader in oanet goes through
-``read_id_png`` (or ``read_segment_rows``): one place to choose the fastest decoder. Panoptic PNGs are
-8-bit RGB, non-interlaced; for those (and RGBA) the IDAT stream is inflated with zlib-ng (~10x faster
+``read_id_png`` (or ``read_scanlines``, whose scanlines the PQ evaluator counts a GT/prediction pair
+from, and ``scanlines_to_ids``): one place to choose the fastest decoder. Panoptic PNGs are 8-bit RGB,
+non-interlaced; for those (and RGBA) the IDAT stream is inflated with zlib-ng (~10x faster
 than zlib, which is ~90% of libspng's and Pillow's decode time on these files) and the C extension
 ``oanet._ext`` undoes the row filters straight into ids or segment rows. Any other PNG, or a machine
 where the extension was not built, goes to ``pyspng`` (libspng, optional) and then Pillow.

@@ -35,8 +35,6 @@ def run(args) -> int:
         if value is not None and value < 0:
             raise ConfigError(f"{name} must be >= 0, got {value}")
     checkpoint = Path(args.checkpoint)
-    if not checkpoint.is_file():
-        raise FileNotFoundError(f"{checkpoint}: checkpoint not found")
     model, cfg, label_space = load_model_from_checkpoint(checkpoint, device="cpu")
     device = resolve_device(args.device or cfg.device)
     model.to(device)

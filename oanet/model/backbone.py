@@ -146,12 +146,3 @@ class OANetBackbone(nn.Module):
             return instance, instance
         c_stuff = self.stuff_body(x) if self.stuff_body is not None else c
         return instance, self.stuff_fpn(c_stuff)
-
-    def instance_modules(self) -> list[nn.Module]:
-        """Modules whose features feed the instance branch (for gradient checks and parameter counts)."""
-        return [self.body, self.fpn]
-
-    def stuff_modules(self) -> list[nn.Module]:
-        mods = [self.stuff_body if self.stuff_body is not None else self.body]
-        mods.append(self.stuff_fpn if self.stuff_fpn is not None else self.fpn)
-        return mods

@@ -141,18 +141,10 @@ def split_chunks(items: Sequence, chunk_size: int) -> list[list]:
     return [list(items[i : i + chunk_size]) for i in range(0, len(items), chunk_size)]
 
 
-def per_rank_batch(ims_per_batch: int, world_size: int) -> int:
-    return ims_per_batch // world_size
-
-
 def num_accumulation_chunks(ims_per_batch: int, world_size: int, ims_per_device: int) -> int:
     """How many forward/backward passes each rank makes per iteration (1 = no accumulation)."""
-    share = per_rank_batch(ims_per_batch, world_size)
+    share = ims_per_batch // world_size
     if ims_per_device <= 0 or ims_per_device >= share:
         return 1
     return math.ceil(share / ims_per_device)
 
-
-def collate_samples(batch: list) -> list:
-    """Keep samples as a list of (image, target): images differ in size; the model batches them."""
-    return list(batch)

@@ -22,7 +22,7 @@ import torch
 from PIL import Image
 
 from oanet.config import Config
-from oanet.data.dataset import image_to_tensor, list_image_files, load_rgb_image
+from oanet.data.dataset import collate, image_to_tensor, list_image_files, load_rgb_image
 from oanet.errors import DataError, make_dir
 
 ORDERS = ("score", "srm")
@@ -142,7 +142,7 @@ def collate_images(batch: list) -> tuple[list, list]:
     for _, info in batch:
         if "error" in info:
             raise DataError(info["error"])
-    return [image for image, _ in batch], [info for _, info in batch]
+    return collate(batch)
 
 
 # --------------------------------------------------------------------------------------------

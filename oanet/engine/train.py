@@ -32,11 +32,11 @@ import numpy as np
 import torch
 
 from oanet.config import Config, save_config
+from oanet.data.dataset import collate
 from oanet.engine import checkpoint as ckpt
 from oanet.engine.data import (
     GlobalBatchSampler,
     aspect_ratio_groups,
-    collate_samples,
     num_accumulation_chunks,
     split_chunks,
 )
@@ -436,7 +436,7 @@ def _train(cfg: Config, resume: bool, dist_ctx: DistContext) -> dict:
         dataset,  # indexed by the sampler's (index, epoch) pairs: the epoch reaches the workers
         batch_sampler=sampler,
         num_workers=cfg.data.num_workers,
-        collate_fn=collate_samples,
+        collate_fn=collate,  # ([images], [targets]): sizes differ, the model batches them
         pin_memory=device.type == "cuda",
     )
 
@@ -472,18 +472,19 @@ def _train(cfg: Config, resume: bool, dist_ctx: DistContext) -> dict:
     iteration = start_iter
     tic = time.perf_counter()
     try:
-        for batch in loader:
+        for batch_images, batch_targets in loader:
             data_time = time.perf_counter() - tic
             lr = lr_at(iteration, **schedule)
             set_lr(optimizer, lr)
             optimizer.zero_grad(set_to_none=True)
 
-            chunk_size = math.ceil(len(batch) / chunks_per_rank)
-            chunks = split_chunks(batch, chunk_size)
+            share = len(batch_images)  # this process's images this iteration
+            chunk_size = math.ceil(share / chunks_per_rank)
+            chunks = list(zip(split_chunks(batch_images, chunk_size), split_chunks(batch_targets, chunk_size)))
             loss_sum = None
-            for c, chunk in enumerate(chunks):
+            for c, (chunk_images, chunk_targets) in enumerate(chunks):
                 torch.manual_seed(chunk_seed(cfg.seed, iteration, dist_ctx.rank * chunks_per_rank + c))
-                images, targets = to_device([s[0] for s in chunk], [s[1] for s in chunk], device)
+                images, targets = to_device(chunk_images, chunk_targets, device)
                 # Gradients are all-reduced once per iteration, on the last chunk's backward.
                 sync = c == len(chunks) - 1 or not dist_ctx.distributed
                 with contextlib.nullcontext() if sync else train_model.no_sync():
@@ -494,8 +495,8 @@ def _train(cfg: Config, resume: bool, dist_ctx: DistContext) -> dict:
                     values = torch.stack([losses[name].float() for name in loss_names])
                     total = values.sum()
                     # Each chunk weighs by its share of the process's images: the mean over the batch.
-                    scaler.scale(total * (len(chunk) / len(batch))).backward()
-                weighted = values.detach() * (len(chunk) / len(batch))
+                    scaler.scale(total * (len(chunk_images) / share)).backward()
+                weighted = values.detach() * (len(chunk_images) / share)
                 loss_sum = weighted if loss_sum is None else loss_sum + weighted
 
             reduced = all_reduce_mean(loss_sum)  # equal on every rank, so every rank stops together

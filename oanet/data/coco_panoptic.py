@@ -260,15 +260,18 @@ def _check_stuff_classes(stuff_classes: str) -> None:
 # JSON parsing
 
 
-def read_json(path: str | Path) -> Any:
+def read_json(path: str | Path, what: str = "") -> Any:
+    """Parsed JSON; ``what`` (e.g. "prediction") names the file's role in the errors."""
     path = Path(path)
+    role = f"{what} JSON" if what else "JSON file"
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: JSON file not found")
+        raise FileNotFoundError(f"{path}: {role} not found")
     try:
         with open(path, "rb") as f:
             return json.load(f)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: not valid JSON ({exc})") from None
+        kind = f"malformed {what} JSON" if what else "not valid JSON"
+        raise DataError(f"{path}: {kind} ({exc})") from None
 
 
 def parse_categories(raw: Any, where: str) -> list[Category]:
@@ -310,7 +313,7 @@ def _is_integer(value: Any) -> bool:
     return (isinstance(value, int) and not isinstance(value, bool)) or (isinstance(value, float) and value.is_integer())
 
 
-def _check_image_id(image_id: Any, where: str) -> Any:
+def check_image_id(image_id: Any, where: str) -> Any:
     """Image ids are looked up in dicts: a number or a string, never a list or an object."""
     if isinstance(image_id, bool) or not isinstance(image_id, (int, float, str)):
         raise DataError(f"{where}: image id {image_id!r} is not a number or a string")
@@ -326,7 +329,7 @@ def _parse_images(raw: Any, where: str) -> list[ImageInfo]:
             info = ImageInfo(img["id"], str(img["file_name"]), int(img["width"]), int(img["height"]))
         except (KeyError, TypeError, ValueError):
             raise DataError(f"{where}: image entry needs id, file_name, width, height: {img!r}") from None
-        _check_image_id(info.id, where)
+        check_image_id(info.id, where)
         if info.width <= 0 or info.height <= 0:
             raise DataError(f"{where}: image {info.id} has size {info.width}x{info.height}")
         images.append(info)
@@ -342,7 +345,7 @@ def _parse_images(raw: Any, where: str) -> list[ImageInfo]:
 def _parse_annotation(ann: Any, where: str, known_categories: np.ndarray) -> PanopticAnnotation:
     if not isinstance(ann, dict) or "image_id" not in ann or "segments_info" not in ann:
         raise DataError(f"{where}: annotation without image_id and segments_info")
-    image_id = _check_image_id(ann["image_id"], where)
+    image_id = check_image_id(ann["image_id"], where)
     here = f"{where}: image {image_id}"
     segments = ann["segments_info"]
     try:

@@ -25,7 +25,6 @@ threads (C extension: the decoding runs without the GIL) or else processes.
 
 from __future__ import annotations
 
-import json
 import multiprocessing
 import os
 import sys
@@ -38,6 +37,7 @@ from typing import Any, Iterator, Mapping, Optional, Sequence, Union
 import numpy as np
 
 from oanet import _ext
+from oanet.data.coco_panoptic import check_image_id, read_json
 from oanet.data.png_io import Scanlines, read_id_png, read_scanlines, scanlines_to_ids
 from oanet.errors import DataError
 
@@ -61,15 +61,7 @@ def load_panoptic_json(source: JsonSource, role: str) -> tuple[dict, str]:
     if isinstance(source, Mapping):
         data, name = source, f"<{role} dict>"
     else:
-        path = Path(source)
-        name = str(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: {role} JSON not found")
-        try:
-            with open(path, "rb") as f:
-                data = json.load(f)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise DataError(f"{path}: malformed {role} JSON ({exc})") from None
+        data, name = read_json(source, role), str(source)
     if not isinstance(data, Mapping) or not isinstance(data.get("annotations"), list):
         raise DataError(f"{name}: not a COCO panoptic JSON (no 'annotations' list)")
     return data, name
@@ -111,13 +103,6 @@ def _annotation_label(ann: Mapping) -> str:
     return f"image {ann.get('image_id', '?')} ({ann.get('file_name', '?')})"
 
 
-def _check_image_id(image_id, name: str, k: int):
-    """An image id usable as a key (a number or a string), else DataError naming the annotation."""
-    if isinstance(image_id, bool) or not isinstance(image_id, (int, float, str)):
-        raise DataError(f"{name}: annotation #{k} has image_id {image_id!r}; expected a number or a string")
-    return image_id
-
-
 def _integer(value) -> int:
     """``int(value)`` that refuses a fractional number instead of truncating it to another id."""
     if isinstance(value, float) and not value.is_integer():
@@ -131,7 +116,7 @@ def pair_annotations(gt: Mapping, gt_name: str, pred: Mapping, pred_name: str) -
     for k, ann in enumerate(pred["annotations"]):
         if not isinstance(ann, Mapping) or "image_id" not in ann:
             raise DataError(f"{pred_name}: annotation #{k} has no 'image_id'")
-        _check_image_id(ann["image_id"], pred_name, k)
+        check_image_id(ann["image_id"], f"{pred_name}: annotation #{k}")
         if ann["image_id"] in by_image:
             raise DataError(f"{pred_name}: two predictions for image {ann['image_id']}")
         by_image[ann["image_id"]] = ann
@@ -139,7 +124,7 @@ def pair_annotations(gt: Mapping, gt_name: str, pred: Mapping, pred_name: str) -
     for k, ann in enumerate(gt["annotations"]):
         if not isinstance(ann, Mapping) or "image_id" not in ann:
             raise DataError(f"{gt_name}: annotation #{k} has no 'image_id'")
-        image_id = _check_image_id(ann["image_id"], gt_name, k)
+        image_id = check_image_id(ann["image_id"], f"{gt_name}: annotation #{k}")
         if image_id in seen:
             raise DataError(f"{gt_name}: two ground-truth annotations for image {image_id}")
         seen.add(image_id)

@@ -23,7 +23,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from oanet.config import ModelConfig
-from oanet.model.fusion import fuse_both_orders
+from oanet.model.fusion import fuse
 from oanet.model.oanet import OANet
 
 
@@ -84,7 +84,7 @@ def time_once(model: OANet, image: torch.Tensor, labels, device: torch.device) -
         (output,) = model([image])
         sync()
         t1 = time.perf_counter()
-        fuse_both_orders(output, labels, model.cfg.stuff_head.classes, model.cfg.fusion)
+        fuse(output, labels, model.cfg.stuff_head.classes, model.cfg.fusion)
         sync()
         t2 = time.perf_counter()
     finally:

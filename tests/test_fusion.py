@@ -7,7 +7,6 @@ import torch
 from oanet.config import FusionConfig
 from oanet.model.fusion import (
     fuse,
-    fuse_both_orders,
     paste_instances,
     paste_order,
     panoptic_fusion,
@@ -16,6 +15,11 @@ from oanet.model.fusion import (
 
 PERSON, TIE = 0, 1
 
+
+def fuse_both_orders(prediction, label_space, stuff_classes, cfg):
+    """A model output's ``selected``: what the model would pick with ``cfg.score_thresh``."""
+    prediction = {"selected": prediction["scores"] >= cfg.score_thresh, **prediction}
+    return fuse(prediction, label_space, stuff_classes, cfg, orders=("score", "srm"))
 
 
 # thing COCO ids by thing index, stuff COCO ids by stuff index
@@ -60,15 +64,16 @@ def test_tie_on_person_score_order_hides_tie_srm_order_shows_it():
     assert ids[15, 20] == tie_id and ids[30, 15] == person_id
     assert things[0]["area"] == 15 * 4 and things[1]["area"] == 30 * 20 - 15 * 4
     assert things[0]["score"] == torch.tensor(0.662).item()  # segments keep the detection score
+    assert things[0]["ranking_score"] == torch.tensor(0.878).item()  # and the ranking score
     # Stuff fills the rest; ids are 1..K and int32.
     assert ids.dtype == torch.int32
     assert sorted(s["id"] for s in segments) == list(range(1, len(segments) + 1))
     stuff = [s for s in segments if not s["isthing"]]
-    assert [s["category_id"] for s in stuff] == [184]
+    assert [(s["category_id"], s["score"], s["ranking_score"]) for s in stuff] == [(184, None, None)]
     assert int((ids == stuff[0]["id"]).sum()) == 40 * 40 - 30 * 20
 
 
-def test_both_orders_ignore_detections_below_the_score_threshold():
+def test_both_orders_paste_only_the_selected_detections():
     masks, labels = _tie_on_person()
     # A third, low-scoring detection covering the whole image with the highest ranking score: it must
     # not be pasted in either order, so both orders equal the two-detection result.
@@ -99,6 +104,7 @@ def test_one_order_fuses_only_that_order_with_the_same_result():
         "sem_seg": torch.zeros(4, 40, 40).index_fill_(0, torch.tensor([2]), 1.0),
     }
     both = fuse_both_orders(prediction, LABELS, "all", CFG)
+    prediction["selected"] = torch.tensor([True, True])
     for order in ("score", "srm"):
         one = fuse(prediction, LABELS, "all", CFG, orders=(order,))
         assert list(one) == [order]
@@ -152,9 +158,11 @@ def test_score_threshold_and_same_class_fallback_to_detection_score():
     m1 = _box_mask(h, w, 0, 10, 4, 10)
     masks = torch.stack([m0, m1, torch.zeros(h, w), _box_mask(h, w, 0, 10, 0, 10)])
     sem = torch.full((h, w), 2)
-    ids, segments = panoptic_fusion(masks, labels, det, rank, sem, LABELS, "all", CFG)
+    prediction = {"masks": masks, "labels": labels, "scores": det, "ranking_scores": rank,
+                  "selected": det >= CFG.score_thresh, "sem_seg": torch.nn.functional.one_hot(sem, 4).permute(2, 0, 1).float()}
+    ids, segments = fuse(prediction, LABELS, "all", CFG, orders=("srm",))["srm"]
     things = [s for s in segments if s["isthing"]]
-    # Instance 1 (det 0.9) on top; instance 3 is below score_thresh; instance 2 is empty.
+    # Instance 1 (det 0.9) on top; instance 3 is not selected (below score_thresh); instance 2 is empty.
     assert [s["score"] for s in things] == [torch.tensor(0.9).item(), torch.tensor(0.6).item()]
     assert (ids[:, 4:6] == things[0]["id"]).all()
     assert not any(s["category_id"] == 184 for s in segments)  # no pixel left for stuff
@@ -229,6 +237,17 @@ def test_fully_hidden_instance_is_dropped_even_with_overlap_thresh_zero():
     prediction = {
         "masks": masks, "labels": labels, "scores": torch.tensor([0.997, 0.662]),
         "ranking_scores": torch.tensor([0.325, 0.878]), "sem_seg": torch.zeros(4, 40, 40),
+        "selected": torch.tensor([True, True]),
     }
     things = [s for s in fuse(prediction, LABELS, "all", cfg, orders=("score",))["score"][1] if s["isthing"]]
     assert [(s["category_id"], s["area"] > 0) for s in things] == [(1, True)]  # no area-0 tie segment
+
+
+def test_fuse_refuses_an_output_without_selected_detections():
+    import pytest
+
+    masks, labels = _tie_on_person()
+    prediction = {"masks": masks, "labels": labels, "scores": torch.tensor([0.9, 0.8]),
+                  "ranking_scores": torch.tensor([0.1, 0.2]), "sem_seg": torch.zeros(4, 40, 40)}
+    with pytest.raises(ValueError, match="selected"):
+        fuse(prediction, LABELS, "all", CFG)

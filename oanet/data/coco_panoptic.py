@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import colorsys
 import json
-import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Any, Iterable, Optional, Sequence
 import numpy as np
 
 from oanet.errors import DataError
+from oanet.fileio import write_json_atomic  # noqa: F401  (re-exported: PanopticWriter and callers use it)
 
 OFFSET = 256 * 256 * 256  # one more than the largest segment id a 24-bit PNG can hold
 VOID = 0
@@ -826,15 +826,3 @@ class PanopticWriter:
         if exc_type is None:
             self.close()
 
-
-def write_json_atomic(path: str | Path, data: Any) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "w") as f:
-            json.dump(data, f)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()

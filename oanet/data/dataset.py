@@ -1,5 +1,4 @@
-"""torch Dataset of a COCO panoptic split -> (image, target) per docs/design.md; image file inputs.
-
+"""torch Dataset of a COCO panoptic split -> (image, target) per docs/design.md. 
 Samples stay at the image's original size: the model resizes (torchvision style), so every target
 is resized once, consistently, there.
 """
@@ -12,38 +11,11 @@ from typing import Any, Literal, Optional, Sequence
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
 
 from oanet.data import targets as T
 from oanet.data.coco_panoptic import ImageInfo, LabelSpace, PanopticSplit
+from oanet.data.images import load_rgb_image
 from oanet.data.transforms import Transform, build_transforms
-from oanet.errors import DataError
-
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
-
-
-def load_rgb_image(path: str | Path, expected_size: Optional[tuple[int, int]] = None) -> np.ndarray:
-    """An image as RGB uint8 (H, W, 3); greyscale, palette and RGBA are converted.
-
-    ``expected_size`` is ``(width, height)``; a different size raises DataError naming the file.
-    EXIF orientation is not applied: annotations refer to the stored pixels.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: image not found")
-    try:
-        with Image.open(path) as img:
-            if expected_size is not None and img.size != tuple(expected_size):
-                raise DataError(
-                    f"{path}: image is {img.size[0]}x{img.size[1]} but the annotation says "
-                    f"{expected_size[0]}x{expected_size[1]}"
-                )
-            array = np.asarray(img.convert("RGB"))
-    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError) as exc:
-        if isinstance(exc, DataError):
-            raise
-        raise DataError(f"{path}: not a readable image ({exc})") from None
-    return array
 
 
 def image_to_tensor(array: np.ndarray) -> torch.Tensor:
@@ -166,27 +138,3 @@ def collate(batch: Sequence[tuple[torch.Tensor, Any]]) -> tuple[list[torch.Tenso
     images = [sample[0] for sample in batch]
     targets = [sample[1] for sample in batch]
     return images, targets
-
-
-# --------------------------------------------------------------------------------------------
-# prediction inputs
-
-
-def list_image_files(inputs: str | Path | Sequence[str | Path]) -> list[Path]:
-    """Image files named directly or found in named folders (not recursive; sorted by name)."""
-    if isinstance(inputs, (str, Path)):
-        inputs = [inputs]
-    if not inputs:
-        raise DataError("no input images given")
-    found: list[Path] = []
-    for item in map(Path, inputs):
-        if item.is_dir():
-            files = sorted(p for p in item.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
-            if not files:
-                raise DataError(f"{item}: folder holds no images ({', '.join(IMAGE_EXTENSIONS)})")
-            found += files
-        elif item.is_file():
-            found.append(item)
-        else:
-            raise FileNotFoundError(f"{item}: no such image or folder")
-    return found

@@ -22,6 +22,7 @@ from PIL import Image, UnidentifiedImageError
 from oanet import _ext
 from oanet.data.coco_panoptic import id2rgb
 from oanet.errors import DataError
+from oanet.fileio import atomic_write_bytes
 
 try:
     from zlib_ng import zlib_ng as _zlib
@@ -174,11 +175,15 @@ def read_id_png(path: str | Path) -> np.ndarray:
 
 
 def write_id_png(path: str | Path, ids: np.ndarray) -> None:
-    """Write segment ids as an RGB panoptic PNG (id = R + 256 G + 256^2 B)."""
+    """Write segment ids as an RGB panoptic PNG (id = R + 256 G + 256^2 B), atomically."""
     ids = np.asarray(ids)
     if ids.ndim != 2:
         raise ValueError(f"{path}: expected a 2-D id map, got shape {ids.shape}")
     if ids.size and (ids.min() < 0 or ids.max() > 0xFFFFFF):
         # id2rgb would wrap such ids silently into other segments' colours.
         raise ValueError(f"{path}: segment ids must be in 0..{0xFFFFFF}, got {ids.min()}..{ids.max()}")
-    Image.fromarray(id2rgb(ids)).save(path)
+    import io
+
+    buffer = io.BytesIO()
+    Image.fromarray(id2rgb(ids)).save(buffer, format="PNG")
+    atomic_write_bytes(path, buffer.getvalue())

@@ -241,7 +241,7 @@ def draw_order_comparisons(
 ) -> list[Path]:
     """Ground truth | heuristic | SRM overlays of the named val images."""
     from oanet import viz
-    from oanet.data.dataset import load_rgb_image
+    from oanet.data.images import load_rgb_image
     from oanet.data.png_io import read_id_png
     from oanet.engine.evaluate import order_dir_name
 

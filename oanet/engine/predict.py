@@ -12,7 +12,6 @@ each overlay shows the heuristic and the SRM result side by side.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 from pathlib import Path
 from typing import Iterable, Optional, Sequence
@@ -22,7 +21,8 @@ import torch
 from PIL import Image
 
 from oanet.config import Config
-from oanet.data.dataset import collate, image_to_tensor, list_image_files, load_rgb_image
+from oanet.data.dataset import collate, image_to_tensor
+from oanet.data.images import list_image_files, load_rgb_image
 from oanet.errors import DataError, make_dir
 
 ORDERS = ("score", "srm")
@@ -176,24 +176,6 @@ def with_score_thresh(cfg: Config, score_thresh: Optional[float]) -> Config:
     return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, fusion=fusion))
 
 
-@contextlib.contextmanager
-def fusion_thresh_of(model, fusion_cfg):
-    """Let the model rank (SRM) exactly the detections fusion will paste, for the duration of a run.
-
-    The network feeds only detections above ``fusion.score_thresh`` to the SRM, so a changed
-    threshold must reach the model too; its own config is restored afterwards.
-    """
-    original = getattr(model, "cfg", None)
-    if original is None or not hasattr(original, "fusion") or original.fusion == fusion_cfg:
-        yield
-        return
-    model.cfg = dataclasses.replace(original, fusion=fusion_cfg)
-    try:
-        yield
-    finally:
-        model.cfg = original
-
-
 # --------------------------------------------------------------------------------------------
 # prediction
 
@@ -242,11 +224,12 @@ def predict(
     )
     device = next(model.parameters()).device
     model.eval()
-    with torch.no_grad(), fusion_thresh_of(model, cfg.model.fusion):
+    with torch.no_grad():
         for images, infos in tqdm(loader, desc="predict", unit="batch", disable=not progress):
             for image, info in zip(images, infos):
                 check_resizable(image, cfg, info["path"])
-            outputs = model([image.to(device, non_blocking=True) for image in images])
+            outputs = model([image.to(device, non_blocking=True) for image in images],
+                            score_thresh=cfg.model.fusion.score_thresh)
             for image, output, info in zip(images, outputs, infos):
                 fused = fuse_orders(output, label_space, cfg, orders)
                 panels = []

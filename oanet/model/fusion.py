@@ -2,8 +2,8 @@
 
 Rules (paper §3.2 and §4.2, the usual Mask R-CNN + semantic heuristic):
 
-1. Instances with detection score >= ``score_thresh`` are binarised at 0.5 and pasted in descending
-   order of ``order_scores`` (detection scores for the heuristic, Eq. 3 ranking scores for the SRM).
+1. The detections the model selected (detection score >= ``score_thresh``, the same ones the SRM
+   ranked) are binarised at 0.5 and pasted in descending order of ``order_scores`` (detection scores for the heuristic, Eq. 3 ranking scores for the SRM).
    Within one class the SRM's per-class channel cannot tell instances apart, so the class's ranking
    scores are handed to its instances in detection-score order: the class keeps its positions in the
    cross-class order, and same-class overlaps are decided by the detection score.
@@ -138,25 +138,24 @@ def panoptic_fusion(
     stuff_classes: str,
     cfg: FusionConfig,
     *,
-    stuff_confidence: Optional[Tensor] = None,
+    ranking_scores: Optional[Tensor] = None,
     mask_thresh: float = 0.5,
 ) -> tuple[Tensor, list[dict]]:
-    """Fuse one image's predictions into ``(ids HxW int32, segments)``.
+    """Fuse one image's selected detections into ``(ids HxW int32, segments)``.
 
-    ``masks``: ``N x H x W`` probabilities (or binary); ``labels``: thing indices 0..T-1;
-    ``det_scores`` / ``order_scores``: ``N``; ``sem_seg_labels``: ``H x W`` argmax of the stuff
-    branch (its channel space per ``stuff_classes``); ``label_space``: see :func:`category_ids`.
-    ``stuff_confidence`` (``H x W``, e.g. the max softmax probability) gives stuff segments a score
-    (its mean over the segment); without it stuff scores are 1.0. Segment ids are 1..K, things first
-    in pasting order; 0 is void. Segments: ``id``, ``category_id`` (COCO), ``isthing``, ``score``,
-    ``area``.
+    Every instance given takes part (the model selected them: see :func:`fuse`). ``masks``:
+    ``N x H x W`` probabilities (or binary); ``labels``: thing indices 0..T-1; ``det_scores`` /
+    ``order_scores``: ``N``; ``sem_seg_labels``: ``H x W`` argmax of the stuff branch (its channel
+    space per ``stuff_classes``); ``label_space``: see :func:`category_ids`. Segment ids are 1..K,
+    things first in pasting order; 0 is void. Segments: ``id``, ``category_id`` (COCO), ``isthing``,
+    ``score`` (detection score; None for stuff), ``ranking_score`` (``ranking_scores`` of the
+    instance when given; None for stuff), ``area``.
     """
     thing_ids, stuff_ids = category_ids(label_space)
     h, w = sem_seg_labels.shape[-2:]
     device = sem_seg_labels.device
 
-    selected = (det_scores >= cfg.score_thresh).nonzero().squeeze(1)
-    order = selected[paste_order(labels[selected], det_scores[selected], order_scores[selected])]
+    order = paste_order(labels, det_scores, order_scores)
     binary = masks[order] if masks.dtype == torch.bool else masks[order] > mask_thresh
     owner, kept = paste_instances(binary, cfg.overlap_thresh)
 
@@ -167,18 +166,19 @@ def panoptic_fusion(
         ids = torch.where(owner >= 0, segment_id_of[owner.clamp(min=0)], 0)
     thing_areas = torch.bincount(owner[owner >= 0], minlength=len(order))
 
-    segments: list[dict] = []
     kept_order = order[kept]
-    for idx, area in zip(kept_order.tolist(), thing_areas[kept].tolist()):
-        segments.append(
-            {
-                "id": len(segments) + 1,
-                "category_id": thing_ids[int(labels[idx])],
-                "isthing": True,
-                "score": float(det_scores[idx]),
-                "area": int(area),
-            }
-        )
+    # One transfer per column instead of a host sync per instance.
+    rows = zip(
+        labels[kept_order].tolist(),
+        det_scores[kept_order].tolist(),
+        ranking_scores[kept_order].tolist() if ranking_scores is not None else [None] * len(kept_order),
+        thing_areas[kept].tolist(),
+    )
+    segments: list[dict] = [
+        {"id": k + 1, "category_id": thing_ids[label], "isthing": True, "score": score, "ranking_score": rank,
+         "area": int(area)}
+        for k, (label, score, rank, area) in enumerate(rows)
+    ]
 
     # Stuff fills what the instances left.
     stuff = stuff_channel_to_index(sem_seg_labels, len(thing_ids), len(stuff_ids), stuff_classes)
@@ -187,10 +187,6 @@ def panoptic_fusion(
     if num_stuff:
         valid = stuff >= 0
         areas = torch.bincount(stuff[valid], minlength=num_stuff)
-        if stuff_confidence is not None:
-            confidence = torch.bincount(
-                stuff[valid], weights=stuff_confidence.reshape(-1)[valid].double(), minlength=num_stuff
-            )
         big = areas >= max(stuff_area_limit(cfg, h, w), 1)
         classes = big.nonzero().squeeze(1)
         first_id = len(segments) + 1
@@ -198,17 +194,10 @@ def panoptic_fusion(
         stuff_segment_id[classes] = torch.arange(first_id, first_id + len(classes), device=device)
         fill = torch.where(valid, stuff_segment_id[stuff.clamp(min=0)], 0).reshape(h, w)
         ids = torch.where(fill > 0, fill, ids)
-        area_list = areas[classes].tolist()
-        conf_list = (confidence[classes] / areas[classes]).tolist() if stuff_confidence is not None else None
-        for j, s in enumerate(classes.tolist()):
+        for j, (s, area) in enumerate(zip(classes.tolist(), areas[classes].tolist())):
             segments.append(
-                {
-                    "id": first_id + j,
-                    "category_id": stuff_ids[s],
-                    "isthing": False,
-                    "score": float(conf_list[j]) if conf_list is not None else 1.0,
-                    "area": int(area_list[j]),
-                }
+                {"id": first_id + j, "category_id": stuff_ids[s], "isthing": False, "score": None,
+                 "ranking_score": None, "area": int(area)}
             )
     return ids.to(torch.int32), segments
 
@@ -225,15 +214,19 @@ def fuse(
 ) -> dict[str, tuple[Tensor, list[dict]]]:
     """Fuse one model output (docs/design.md) in each of ``orders``: ``{order: (ids, segments)}``.
 
-    ``"score"`` pastes by detection score (the heuristic), ``"srm"`` by the SRM ranking score.
+    ``"score"`` pastes by detection score (the heuristic), ``"srm"`` by the SRM ranking score. The
+    detections pasted are exactly those the model ``selected`` (the ones the SRM ranked), in both
+    orders; ``cfg.score_thresh`` is the model's default for that choice and is not read here.
     """
     unknown = [o for o in orders if o not in ORDER_SCORES]
     if unknown:
         raise ValueError(f"unknown fusion order(s) {unknown}; expected some of {sorted(ORDER_SCORES)}")
-    confidence, sem_seg_labels = prediction["sem_seg"].max(0)
-    # Only detections that can be pasted are binarised (once, for every order): most of the
+    if "selected" not in prediction:
+        raise ValueError("prediction lacks 'selected' (the detections the model ranked): fuse a model output")
+    sem_seg_labels = prediction["sem_seg"].argmax(0)
+    keep = prediction["selected"].nonzero().squeeze(1)
+    # Only the selected detections are binarised (once, for every order): most of the
     # detections_per_img are usually below the score threshold.
-    keep = (prediction["scores"] >= cfg.score_thresh).nonzero().squeeze(1)
     common = dict(
         masks=prediction["masks"][keep] > 0.5,
         labels=prediction["labels"][keep],
@@ -242,25 +235,14 @@ def fuse(
         label_space=label_space,
         stuff_classes=stuff_classes,
         cfg=cfg,
-        stuff_confidence=confidence,
+        ranking_scores=prediction["ranking_scores"][keep],
     )
     return {o: panoptic_fusion(order_scores=prediction[ORDER_SCORES[o]][keep], **common) for o in orders}
-
-
-def fuse_both_orders(
-    prediction: dict[str, Tensor],
-    label_space: Any,
-    stuff_classes: str,
-    cfg: FusionConfig,
-) -> dict[str, tuple[Tensor, list[dict]]]:
-    """Fuse one model output (docs/design.md) with both orders: ``{"score": ..., "srm": ...}``."""
-    return fuse(prediction, label_space, stuff_classes, cfg, orders=("score", "srm"))
 
 
 __all__: Sequence[str] = (
     "panoptic_fusion",
     "fuse",
-    "fuse_both_orders",
     "paste_order",
     "paste_instances",
     "stuff_area_limit",

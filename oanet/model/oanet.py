@@ -151,12 +151,22 @@ class OANet(nn.Module):
                 raise ConfigError(str(exc)) from None
 
     # ------------------------------------------------------------------------------------------
-    def forward(self, images: list[Tensor], targets: Optional[list[dict]] = None):
+    def forward(
+        self, images: list[Tensor], targets: Optional[list[dict]] = None, *, score_thresh: Optional[float] = None
+    ):
+        """Training: ``(images, targets) -> losses``. Inference: ``images -> [dict per image]``.
+
+        ``score_thresh`` (inference; default ``cfg.fusion.score_thresh``) is the detection score from
+        which a detection is *selected*: ranked by the SRM and pasted by fusion. It is an argument
+        here, and fusion reads the outcome (``selected``) from the output, so the two can never
+        disagree about which detections take part.
+        """
         if self.training:
             if targets is None:
                 raise ValueError("OANet in training mode needs targets")
             return self._forward_train(images, targets)
-        return self._forward_inference(images)
+        thresh = self.cfg.fusion.score_thresh if score_thresh is None else float(score_thresh)
+        return self._forward_inference(images, thresh)
 
     def _check_and_offset_targets(self, targets: list[dict]) -> list[dict]:
         required = ["boxes", "labels", "masks", "sem_seg"] + (["srm"] if self.srm is not None else [])
@@ -200,7 +210,7 @@ class OANet(nn.Module):
         return {k: losses[k] for k in LOSS_KEYS}
 
     @torch.no_grad()
-    def _forward_inference(self, images: list[Tensor]) -> list[dict[str, Tensor]]:
+    def _forward_inference(self, images: list[Tensor], score_thresh: float) -> list[dict[str, Tensor]]:
         original_sizes = [(int(img.shape[-2]), int(img.shape[-1])) for img in images]
         image_list, _ = self.transform(images)
         instance_features, stuff_features = self.backbone(image_list.tensors)
@@ -211,7 +221,8 @@ class OANet(nn.Module):
         for det in detections:
             det["labels"] = det["labels"] - 1
         padded = tuple(image_list.tensors.shape[-2:])
-        ranks = self.rank_detections(detections, padded)
+        selected = [det["scores"] >= score_thresh for det in detections]
+        ranks = self.rank_detections(detections, selected, padded)
 
         detections = self.transform.postprocess(detections, image_list.image_sizes, original_sizes)
         results = []
@@ -226,25 +237,26 @@ class OANet(nn.Module):
                     "scores": det["scores"],
                     "masks": det["masks"][:, 0],
                     "ranking_scores": ranks[i],
+                    "selected": selected[i],
                     "sem_seg": sem_seg,
                 }
             )
         return results
 
-    def rank_detections(self, detections: list[dict], padded_size: tuple[int, int]) -> list[Tensor]:
+    def rank_detections(
+        self, detections: list[dict], selected: list[Tensor], padded_size: tuple[int, int]
+    ) -> list[Tensor]:
         """Eq. 3 ranking scores from network-scale detections (labels 0..T-1, masks N x 1 x M x M).
 
-        Detections below ``fusion.score_thresh`` are neither fed to the SRM nor ranked (score 0).
-        Without the SRM the ranking score is the detection score.
+        Only the ``selected`` detections (bool N per image) are fed to the SRM and ranked; the others
+        get 0. Without the SRM the ranking score is the detection score.
         """
         if self.srm is None:
             return [det["scores"].clone() for det in detections]
         stride = self.srm.stride
         size = (padded_size[0] // stride, padded_size[1] // stride)
-        thresh = self.cfg.fusion.score_thresh
         kept, occupancies = [], []
-        for det in detections:
-            keep = det["scores"] >= thresh
+        for det, keep in zip(detections, selected):
             soft = paste_masks_at_stride(det["masks"][keep, 0], det["boxes"][keep], size, stride)
             binary = soft > 0.5
             labels = det["labels"][keep]
@@ -257,7 +269,6 @@ class OANet(nn.Module):
             rank[keep] = ranking_scores(probs[i], binary, labels, soft_masks=soft)
             ranks.append(rank)
         return ranks
-
 
 def build_model(cfg: ModelConfig) -> OANet:
     return OANet(cfg)

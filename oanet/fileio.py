@@ -1,0 +1,42 @@
+"""Atomic file writes: a reader, or a run killed half-way, sees the old file or the new one, never half.
+
+Write to a temporary file in the same folder, then ``os.replace`` it over the target (atomic on POSIX
+and Windows). No torch here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically; the parent folder must exist. Returns the path."""
+    path = Path(path)
+    # pid + thread id: concurrent writers (DataLoader workers, ranks, threads) never share a temp file.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def write_json_atomic(path: str | Path, data: Any, indent: int | None = None) -> Path:
+    """``data`` as JSON at ``path``, written atomically (parent folders are created)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(data, indent=indent)
+    return atomic_write_bytes(path, (text + ("\n" if indent is not None else "")).encode())
+
+
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return atomic_write_bytes(path, text.encode())

@@ -11,17 +11,9 @@ import pytest
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from oanet.data.coco_panoptic import (
-    Category,
-    ImageInfo,
-    LabelSpace,
-    PanopticSplit,
-    PanopticWriter,
-    generated_color,
-    id2rgb,
-    rgb2id,
-)
-from oanet.data.png_io import write_id_png
+from oanet.data.coco_panoptic import ImageInfo, PanopticSplit, PanopticWriter
+from oanet.data.labels import Category, LabelSpace, generated_color
+from oanet.data.png_io import id2rgb, rgb2id, write_id_png
 from oanet.errors import DataError
 
 CATEGORIES = [

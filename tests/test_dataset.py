@@ -10,7 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from oanet.data.coco_panoptic import IGNORE, PanopticSplit
+from oanet.data.coco_panoptic import PanopticSplit
+from oanet.data.labels import IGNORE
 from oanet.data.dataset import PanopticDataset, collate
 from oanet.data.transforms import hflip
 from oanet.errors import DataError

@@ -61,7 +61,7 @@ def test_map_difference_ignores_renumbering_and_counts_moved_pixels():
 def test_split_categories_must_match_the_model(tmp_path):
     import json
 
-    from oanet.data.coco_panoptic import LabelSpace, parse_categories
+    from oanet.data.labels import LabelSpace, parse_categories
     from oanet.engine.evaluate import _checked_label_space
     from oanet.errors import DataError
 

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from oanet.data.coco_panoptic import Category, LabelSpace, segment_index_map
+from oanet.data.coco_panoptic import segment_index_map
+from oanet.data.labels import Category, LabelSpace
 from oanet.data.targets import (
     instances_from_masks,
     instances_from_panoptic,

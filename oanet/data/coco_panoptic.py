@@ -3,70 +3,26 @@
 - ``PanopticSplit``: one split (panoptic JSON + PNG folder + image folder, optionally the COCO
   instances JSON of the same images), validated when loaded; per-image id maps are checked against
   their ``segments_info`` when read.
-- ``LabelSpace``: COCO category ids <-> the contiguous indices the network uses (docs/design.md).
 - ``PanopticWriter``: predictions -> PNGs + one JSON in COCO panoptic format.
 """
 
 from __future__ import annotations
 
-import colorsys
 import json
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
+from oanet.data.labels import VOID, Category, LabelSpace, is_integer, parse_categories
+from oanet.data.png_io import OFFSET, read_id_png, write_id_png
 from oanet.errors import DataError
 from oanet.fileio import write_json_atomic  # noqa: F401  (re-exported: PanopticWriter and callers use it)
 
-OFFSET = 256 * 256 * 256  # one more than the largest segment id a 24-bit PNG can hold
-VOID = 0
-IGNORE = 255
-# LabelSpace indexes arrays of size max(id) + 1: ids are bounded (COCO's go up to 200).
-MAX_CATEGORY_ID = 2**24 - 1
-
-
-def rgb2id(color: np.ndarray) -> np.ndarray:
-    """Segment ids from an RGB panoptic image (id = R + 256*G + 256^2*B)."""
-    color = np.asarray(color)
-    if color.ndim == 3:
-        color = color.astype(np.uint32)
-        return color[..., 0] + 256 * color[..., 1] + 256 * 256 * color[..., 2]
-    return color.astype(np.uint32)
-
-
-def id2rgb(ids: np.ndarray) -> np.ndarray:
-    """RGB uint8 image from segment ids (inverse of rgb2id)."""
-    ids = np.asarray(ids, dtype=np.uint32)
-    rgb = np.empty(ids.shape + (3,), dtype=np.uint8)
-    rgb[..., 0] = ids & 255
-    rgb[..., 1] = (ids >> 8) & 255
-    rgb[..., 2] = (ids >> 16) & 255
-    return rgb
-
-
 # --------------------------------------------------------------------------------------------
 # records
-
-
-@dataclass(frozen=True)
-class Category:
-    id: int
-    name: str
-    isthing: bool
-    color: tuple[int, int, int]
-    supercategory: str = ""
-
-    def to_dict(self) -> dict:
-        return {
-            "id": self.id,
-            "name": self.name,
-            "isthing": int(self.isthing),
-            "color": list(self.color),
-            "supercategory": self.supercategory,
-        }
 
 
 @dataclass(frozen=True)
@@ -97,166 +53,6 @@ class PanopticAnnotation:
 
 
 # --------------------------------------------------------------------------------------------
-# colours
-
-
-def generated_color(category_id: int) -> tuple[int, int, int]:
-    """A deterministic colour for a category without one: hues spread by the golden ratio.
-
-    It depends on the id only, so a category keeps its colour whatever subset of categories a
-    split has.
-    """
-    hue = (category_id * 0.6180339887498949) % 1.0
-    saturation = (0.95, 0.6, 0.8)[category_id % 3]
-    value = (0.95, 0.7, 0.85, 0.55)[(category_id // 3) % 4]
-    r, g, b = colorsys.hsv_to_rgb(hue, saturation, value)
-    return (round(r * 255), round(g * 255), round(b * 255))
-
-
-def _distinct_colors(categories: Sequence[dict]) -> list[tuple[int, int, int]]:
-    """The JSON's colours where given, generated ones elsewhere; generated ones never repeat a used one."""
-    used = {tuple(int(c) for c in cat["color"]) for cat in categories if cat.get("color") is not None}
-    colors = []
-    for cat in categories:
-        if cat.get("color") is not None:
-            colors.append(tuple(int(c) for c in cat["color"]))
-            continue
-        color = generated_color(int(cat["id"]))
-        while color in used:  # nudge off a collision, deterministically
-            color = ((color[0] + 37) % 256, (color[1] + 91) % 256, (color[2] + 53) % 256)
-        used.add(color)
-        colors.append(color)
-    return colors
-
-
-# --------------------------------------------------------------------------------------------
-# label space
-
-
-class LabelSpace:
-    """COCO category ids <-> contiguous thing / stuff indices and stuff-branch channels.
-
-    Things sorted by COCO id get ``t = 0..T-1``, stuff ``s = 0..S-1``. The stuff branch's channel
-    space is ``"all"`` (``C = T + S``: thing t -> t, stuff s -> T + s) or ``"stuff"``
-    (``C = 1 + S``: every thing -> 0, stuff s -> 1 + s). Lookups of unknown ids raise DataError.
-    """
-
-    def __init__(self, categories: Sequence[Category]):
-        ids = [c.id for c in categories]
-        duplicates = sorted({i for i in ids if ids.count(i) > 1})
-        if duplicates:
-            raise DataError(f"label space: duplicate category id(s) {duplicates}")
-        if not categories:
-            raise DataError("label space: no categories")
-        if min(ids) < 0:
-            raise DataError(f"label space: negative category id {min(ids)}")
-        if max(ids) > MAX_CATEGORY_ID:
-            raise DataError(f"label space: category id {max(ids)} is above {MAX_CATEGORY_ID}")
-        self.categories: tuple[Category, ...] = tuple(sorted(categories, key=lambda c: c.id))
-        self._by_id = {c.id: c for c in self.categories}
-        self.thing_ids = np.array([c.id for c in self.categories if c.isthing], dtype=np.int64)
-        self.stuff_ids = np.array([c.id for c in self.categories if not c.isthing], dtype=np.int64)
-        size = max(ids) + 1
-        # -1 marks "not a thing" / "not a stuff" / "unknown": lookups index these arrays directly.
-        self._known = np.zeros(size, dtype=bool)
-        self._known[ids] = True
-        self._thing_index = np.full(size, -1, dtype=np.int64)
-        self._thing_index[self.thing_ids] = np.arange(len(self.thing_ids))
-        self._stuff_index = np.full(size, -1, dtype=np.int64)
-        self._stuff_index[self.stuff_ids] = np.arange(len(self.stuff_ids))
-
-    # sizes ----------------------------------------------------------------------------------
-    @property
-    def num_things(self) -> int:
-        return len(self.thing_ids)
-
-    @property
-    def num_stuff(self) -> int:
-        return len(self.stuff_ids)
-
-    def num_channels(self, stuff_classes: str = "all") -> int:
-        _check_stuff_classes(stuff_classes)
-        return self.num_things + self.num_stuff if stuff_classes == "all" else 1 + self.num_stuff
-
-    # lookups --------------------------------------------------------------------------------
-    def category(self, category_id: int) -> Category:
-        try:
-            return self._by_id[int(category_id)]
-        except KeyError:
-            raise DataError(f"unknown category id {category_id}") from None
-
-    def check_known(self, category_ids: Iterable[int] | np.ndarray, where: str = "") -> np.ndarray:
-        """``category_ids`` as int64, or DataError naming ``where`` and the unknown ids."""
-        ids = np.asarray(category_ids, dtype=np.int64).reshape(-1)
-        inside = (ids >= 0) & (ids < len(self._known))
-        known = np.zeros(ids.shape, dtype=bool)
-        known[inside] = self._known[ids[inside]]
-        if not known.all():
-            unknown = sorted(set(ids[~known].tolist()))
-            prefix = f"{where}: " if where else ""
-            raise DataError(f"{prefix}unknown category id(s) {unknown}")
-        return ids
-
-    def is_thing(self, category_ids, where: str = "") -> np.ndarray:
-        return self.thing_index(category_ids, where) >= 0
-
-    def thing_index(self, category_ids, where: str = "") -> np.ndarray:
-        """Thing index ``0..T-1`` of each id, -1 for stuff."""
-        return self._thing_index[self.check_known(category_ids, where)]
-
-    def stuff_index(self, category_ids, where: str = "") -> np.ndarray:
-        """Stuff index ``0..S-1`` of each id, -1 for things."""
-        return self._stuff_index[self.check_known(category_ids, where)]
-
-    def channel(self, category_ids, stuff_classes: str = "all", where: str = "") -> np.ndarray:
-        """Stuff-branch channel of each category id in the given channel space."""
-        _check_stuff_classes(stuff_classes)
-        ids = self.check_known(category_ids, where)
-        thing, stuff = self._thing_index[ids], self._stuff_index[ids]
-        if stuff_classes == "all":
-            return np.where(thing >= 0, thing, self.num_things + stuff)
-        return np.where(thing >= 0, 0, 1 + stuff)
-
-    def channel_category_ids(self, stuff_classes: str = "all") -> np.ndarray:
-        """COCO category id of each stuff-branch channel (-1 for the "any thing" channel of "stuff")."""
-        _check_stuff_classes(stuff_classes)
-        if stuff_classes == "all":
-            return np.concatenate([self.thing_ids, self.stuff_ids])
-        return np.concatenate([[-1], self.stuff_ids]).astype(np.int64)
-
-    # names and colours ----------------------------------------------------------------------
-    @property
-    def thing_names(self) -> list[str]:
-        return [self._by_id[i].name for i in self.thing_ids.tolist()]
-
-    @property
-    def stuff_names(self) -> list[str]:
-        return [self._by_id[i].name for i in self.stuff_ids.tolist()]
-
-    def color(self, category_id: int) -> tuple[int, int, int]:
-        return self.category(category_id).color
-
-    # serialisation --------------------------------------------------------------------------
-    def to_dict(self) -> dict:
-        return {"categories": [c.to_dict() for c in self.categories]}
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "LabelSpace":
-        return cls(parse_categories(data.get("categories", []), "label space"))
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, LabelSpace) and self.categories == other.categories
-
-    def __repr__(self) -> str:
-        return f"LabelSpace(things={self.num_things}, stuff={self.num_stuff})"
-
-
-def _check_stuff_classes(stuff_classes: str) -> None:
-    if stuff_classes not in ("all", "stuff"):
-        raise ValueError(f"stuff_classes must be 'all' or 'stuff', got {stuff_classes!r}")
-
-
-# --------------------------------------------------------------------------------------------
 # JSON parsing
 
 
@@ -272,45 +68,6 @@ def read_json(path: str | Path, what: str = "") -> Any:
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         kind = f"malformed {what} JSON" if what else "not valid JSON"
         raise DataError(f"{path}: {kind} ({exc})") from None
-
-
-def parse_categories(raw: Any, where: str) -> list[Category]:
-    """Categories from a COCO ``categories`` list; colours generated where absent."""
-    if not isinstance(raw, list):
-        raise DataError(f"{where}: 'categories' must be a list")
-    for cat in raw:
-        if not isinstance(cat, dict) or "id" not in cat or "name" not in cat:
-            raise DataError(f"{where}: category without 'id' and 'name': {cat!r}")
-        if not _is_integer(cat["id"]):
-            raise DataError(f"{where}: category id {cat['id']!r} is not an integer")
-        if not 0 <= cat["id"] <= MAX_CATEGORY_ID:
-            raise DataError(f"{where}: category id {cat['id']!r} is outside 0..{MAX_CATEGORY_ID}")
-        color = cat.get("color")
-        if color is not None and not (
-            isinstance(color, (list, tuple)) and len(color) == 3 and all(_is_integer(c) and 0 <= c <= 255 for c in color)
-        ):
-            raise DataError(f"{where}: category {cat['id']} has a bad colour {color!r} (expected [R, G, B] in 0..255)")
-    ids = [int(cat["id"]) for cat in raw]
-    duplicates = sorted({i for i in ids if ids.count(i) > 1})
-    if duplicates:
-        raise DataError(f"{where}: duplicate category id(s) {duplicates}")
-    colors = _distinct_colors(raw)
-    return [
-        Category(
-            id=int(cat["id"]),
-            name=str(cat["name"]),
-            # instances JSONs have no isthing: every category there is a thing
-            isthing=bool(cat.get("isthing", 1)),
-            color=color,
-            supercategory=str(cat.get("supercategory", "")),
-        )
-        for cat, color in zip(raw, colors)
-    ]
-
-
-def _is_integer(value: Any) -> bool:
-    """An int (not a bool), or a float with an integer value, as JSON writers may give ids."""
-    return (isinstance(value, int) and not isinstance(value, bool)) or (isinstance(value, float) and value.is_integer())
 
 
 def check_image_id(image_id: Any, where: str) -> Any:
@@ -555,8 +312,6 @@ class PanopticSplit:
     # per image --------------------------------------------------------------------------------
     def read_id_map(self, image_id: Any) -> np.ndarray:
         """The image's segment ids (uint32 HxW), checked for size only."""
-        from oanet.data.png_io import read_id_png  # png_io imports this module
-
         path = self.png_path(image_id)
         ids = read_id_png(path)
         info = self.image_info(image_id)
@@ -679,13 +434,13 @@ def segmentation_to_rle(segmentation: Any, height: int, width: int) -> dict:
     if not (isinstance(segmentation, dict) and "counts" in segmentation and "size" in segmentation):
         raise ValueError(f"unknown segmentation format {type(segmentation).__name__}")
     size = segmentation["size"]
-    if not (isinstance(size, list) and len(size) == 2 and all(_is_integer(v) for v in size)) or [
+    if not (isinstance(size, list) and len(size) == 2 and all(is_integer(v) for v in size)) or [
         int(v) for v in size
     ] != [height, width]:
         raise ValueError(f"RLE size {size!r} is not the image's [height, width] {[height, width]}")
     counts = segmentation["counts"]
     if isinstance(counts, list):
-        if not all(_is_integer(c) and c >= 0 for c in counts):
+        if not all(is_integer(c) and c >= 0 for c in counts):
             raise ValueError("RLE counts must be non-negative integers")
         total = sum(int(c) for c in counts)
     elif isinstance(counts, (str, bytes)):
@@ -799,8 +554,6 @@ class PanopticWriter:
             }
             for k in np.flatnonzero(areas > 0)
         ]
-        from oanet.data.png_io import write_id_png
-
         write_id_png(self.png_dir / png_name, id_map.astype(np.uint32))
         self._png_names.add(png_name)
         annotation = {"image_id": image_id, "file_name": png_name, "segments_info": segments_info}

@@ -13,7 +13,8 @@ import numpy as np
 import torch
 
 from oanet.data import targets as T
-from oanet.data.coco_panoptic import ImageInfo, LabelSpace, PanopticSplit
+from oanet.data.coco_panoptic import ImageInfo, PanopticSplit
+from oanet.data.labels import LabelSpace
 from oanet.data.images import load_rgb_image
 from oanet.data.transforms import Transform, build_transforms
 

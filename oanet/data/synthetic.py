@@ -35,8 +35,7 @@ import numpy as np
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from oanet.data.coco_panoptic import rgb2id
-from oanet.data.png_io import read_id_png, write_id_png
+from oanet.data.png_io import read_id_png, rgb2id, write_id_png
 from oanet.errors import DataError, make_dir
 
 GENERATOR_VERSION = 1

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from oanet.data.coco_panoptic import IGNORE, boxes_from_extents
+from oanet.data.coco_panoptic import boxes_from_extents
+from oanet.data.labels import IGNORE
 
 
 def masks_to_boxes(masks: np.ndarray) -> np.ndarray:

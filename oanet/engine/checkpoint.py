@@ -179,10 +179,10 @@ def load_model_from_checkpoint(path: str | Path, device: str | torch.device = "c
     """Build the model a checkpoint describes and load its weights.
 
     Returns ``(model, cfg, label_space)``: the model in eval mode on ``device``, the full training
-    :class:`~oanet.config.Config` and the :class:`~oanet.data.coco_panoptic.LabelSpace` (or None when
+    :class:`~oanet.config.Config` and the :class:`~oanet.data.labels.LabelSpace` (or None when
     the checkpoint has none). Works on ``last.pth`` and ``model_final.pth`` alike.
     """
-    from oanet.data.coco_panoptic import LabelSpace
+    from oanet.data.labels import LabelSpace
     from oanet.model.oanet import build_model
 
     data = load_checkpoint_file(path, map_location="cpu")

@@ -127,7 +127,8 @@ def _restrict_ground_truth(gt_json: Path, image_ids: set, out_path: Path) -> Pat
 
 def _checked_label_space(label_space, gt_json: Path):
     """The model's label space, refused when the split's categories are not the ones it predicts."""
-    from oanet.data.coco_panoptic import LabelSpace, parse_categories, read_json
+    from oanet.data.coco_panoptic import read_json
+    from oanet.data.labels import LabelSpace, parse_categories
 
     split_space = LabelSpace(parse_categories(read_json(gt_json).get("categories"), str(gt_json)))
     if label_space is None:  # a checkpoint without one: the split's categories, in the same order rules

@@ -29,12 +29,13 @@ import torch
 from torch import Tensor
 
 from oanet.config import FusionConfig
+from oanet.data.labels import channel_to_stuff_index
 
 
 def category_ids(label_space: Any) -> tuple[list[int], list[int]]:
     """``(thing COCO ids by thing index, stuff COCO ids by stuff index)`` from a label space.
 
-    Accepts ``oanet.data.coco_panoptic.LabelSpace`` (``thing_ids`` / ``stuff_ids`` arrays), any object
+    Accepts ``oanet.data.labels.LabelSpace`` (``thing_ids`` / ``stuff_ids`` arrays), any object
     or mapping with ``thing_category_ids`` and ``stuff_category_ids``, or a ``(things, stuff)`` pair.
     """
     if isinstance(label_space, dict):
@@ -119,15 +120,6 @@ def paste_instances(masks: Tensor, overlap_thresh: float) -> tuple[Tensor, Tenso
     return owner.reshape(h, w), kept
 
 
-def stuff_channel_to_index(sem_seg_labels: Tensor, num_thing: int, num_stuff: int, stuff_classes: str) -> Tensor:
-    """Map stuff-branch channels to stuff indices 0..S-1, and thing channels (or "any thing") to -1."""
-    offset = num_thing if stuff_classes == "all" else 1
-    if stuff_classes not in ("all", "stuff"):
-        raise ValueError(f"stuff_classes must be 'all' or 'stuff', got {stuff_classes!r}")
-    index = sem_seg_labels.long() - offset
-    return torch.where((index >= 0) & (index < num_stuff), index, -1)
-
-
 def panoptic_fusion(
     masks: Tensor,
     labels: Tensor,
@@ -181,8 +173,8 @@ def panoptic_fusion(
     ]
 
     # Stuff fills what the instances left.
-    stuff = stuff_channel_to_index(sem_seg_labels, len(thing_ids), len(stuff_ids), stuff_classes)
-    stuff = torch.where(ids == 0, stuff, -1).reshape(-1)
+    table = torch.from_numpy(channel_to_stuff_index(len(thing_ids), len(stuff_ids), stuff_classes)).to(device)
+    stuff = torch.where(ids == 0, table[sem_seg_labels.long()], -1).reshape(-1)
     num_stuff = len(stuff_ids)
     if num_stuff:
         valid = stuff >= 0

@@ -30,7 +30,8 @@ from oanet.model.srm import (
     ranking_scores,
     subsample,
 )
-from oanet.model.stuff_head import StuffHead, num_stuff_head_classes
+from oanet.data.labels import num_channels
+from oanet.model.stuff_head import StuffHead
 from oanet.model.transform import PanopticTransform
 
 LOSS_KEYS = ("rpn_cls", "rpn_bbox", "cls", "bbox", "mask", "seg", "srm")
@@ -137,7 +138,7 @@ class OANet(nn.Module):
         self.rpn = build_rpn(cfg.rpn, channels)
         self.roi_heads = build_roi_heads(cfg.roi_heads, channels, cfg.num_thing_classes)
         try:
-            num_classes = num_stuff_head_classes(cfg.num_thing_classes, cfg.num_stuff_classes, cfg.stuff_head.classes)
+            num_classes = num_channels(cfg.num_thing_classes, cfg.num_stuff_classes, cfg.stuff_head.classes)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
         self.stuff_head = StuffHead(channels, num_classes, cfg.stuff_head)

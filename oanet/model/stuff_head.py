@@ -18,18 +18,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from oanet.config import StuffHeadConfig
+from oanet.data.labels import IGNORE
 
-IGNORE = 255
 LEVELS = ("0", "1", "2", "3")  # P2-P5; P6 ("pool") is too coarse to help dense labelling
-
-
-def num_stuff_head_classes(num_thing: int, num_stuff: int, classes: str) -> int:
-    """Channels of the stuff branch for a label space (docs/design.md)."""
-    if classes == "all":
-        return num_thing + num_stuff
-    if classes == "stuff":
-        return 1 + num_stuff
-    raise ValueError(f"stuff_head.classes must be 'all' or 'stuff', got {classes!r}")
 
 
 def _group_norm(channels: int) -> nn.GroupNorm:

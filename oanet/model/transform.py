@@ -16,7 +16,8 @@ from torch import Tensor
 from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 
-IGNORE = 255
+from oanet.data.labels import IGNORE
+
 DENSE_TARGET_KEYS = ("sem_seg", "srm")
 
 

@@ -1,0 +1,76 @@
+"""``oanet.Predictor``: a trained OANet as a function from an image to a panoptic segmentation.
+
+::
+
+    from oanet import Predictor
+    predictor = Predictor.from_checkpoint("runs/r50/model_final.pth")
+    result = predictor("street.jpg")          # PanopticResult: .panoptic, .segments, .save(), .overlay()
+
+Inputs are RGB (a path, a PIL image, an ``HxWx3`` uint8 array or a ``3xHxW`` float tensor in 0..1),
+unlike detectron2's DefaultPredictor, which takes BGR arrays. The model stays on its device; only the
+``HxW`` id maps come back to the CPU.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+import torch
+
+from oanet.base_predictor import BasePredictor, Fused
+from oanet.config import Config
+from oanet.data.images import to_float_chw
+
+
+class Predictor(BasePredictor):
+    """Run an OANet on images and fuse its output into panoptic results (see :class:`BasePredictor`).
+
+    ``Predictor(model, cfg, label_space)`` wraps a model in memory (put in eval mode; moved to
+    ``device`` when given, else left where it is); :meth:`from_checkpoint` builds one from a file
+    written by ``oanet train``. ``model``, ``cfg`` and ``label_space`` are public attributes.
+    """
+
+    def __init__(self, model: torch.nn.Module, cfg: Config, label_space: Any, *, device: Optional[str] = None,
+                 order: str = "srm", score_thresh: Optional[float] = None) -> None:
+        super().__init__(label_space, cfg.model.fusion, cfg.model.stuff_head.classes,
+                         min_size=cfg.model.min_size[-1], max_size=cfg.model.max_size,
+                         order=order, score_thresh=score_thresh)
+        if device is not None:
+            from oanet.engine.distributed import resolve_device
+
+            model = model.to(resolve_device(device))
+        self.model = model.eval()
+        self.cfg = cfg
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, device: Optional[str] = None, order: str = "srm",
+                        score_thresh: Optional[float] = None) -> "Predictor":
+        """A predictor for a checkpoint of ``oanet train`` (``model_final.pth`` or ``last.pth``).
+
+        ``device``: ``cpu``, ``cuda``, ``cuda:1``... (default: the checkpoint config's ``device``,
+        ``auto`` = CUDA when available).
+        """
+        from oanet.engine.checkpoint import load_model_from_checkpoint
+        from oanet.errors import ConfigError
+
+        model, cfg, label_space = load_model_from_checkpoint(path, device="cpu")
+        if label_space is None:
+            raise ConfigError(f"{path}: checkpoint holds no label space (category names); cannot name segments")
+        return cls(model, cfg, label_space, device=device or cfg.device, order=order, score_thresh=score_thresh)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def _fuse_batch(self, rgbs: Sequence[np.ndarray], orders: Sequence[str]) -> list[Fused]:
+        from oanet.model.fusion import fuse
+
+        device = self.device
+        images = [torch.from_numpy(to_float_chw(rgb)).to(device, non_blocking=True) for rgb in rgbs]
+        with torch.inference_mode():
+            outputs = self.model(images, score_thresh=self.score_thresh)
+            fused = [fuse(output, self.label_space, self.stuff_classes, self.fusion, orders) for output in outputs]
+        return [{order: (ids.cpu().numpy(), segments) for order, (ids, segments) in per_image.items()}
+                for per_image in fused]

@@ -99,6 +99,14 @@ def _parse_images(raw: Any, where: str) -> list[ImageInfo]:
     return images
 
 
+def read_images(panoptic_json: str | Path) -> list[ImageInfo]:
+    """The validated ``images`` of a COCO panoptic JSON (id, file_name, width, height), in its order."""
+    data = read_json(panoptic_json)
+    if not isinstance(data, dict) or "images" not in data or "annotations" not in data:
+        raise DataError(f"{panoptic_json}: not a COCO panoptic JSON (needs 'images' and 'annotations')")
+    return _parse_images(data["images"], str(panoptic_json))
+
+
 def _parse_annotation(ann: Any, where: str, known_categories: np.ndarray) -> PanopticAnnotation:
     if not isinstance(ann, dict) or "image_id" not in ann or "segments_info" not in ann:
         raise DataError(f"{where}: annotation without image_id and segments_info")
@@ -560,6 +568,17 @@ class PanopticWriter:
         self.images.append(info)
         self.annotations.append(annotation)
         return annotation
+
+    def add_annotation(self, image: ImageInfo | dict, annotation: dict) -> None:
+        """Record an image whose PNG is already in ``png_dir`` (written by a PanopticResult, maybe in
+        another process) with its annotation as is; ``close`` writes it with the others."""
+        info = image.to_dict() if isinstance(image, ImageInfo) else dict(image)
+        png_name = annotation["file_name"]
+        if png_name in self._png_names:
+            raise DataError(f"{self.json_path}: two images would share the PNG {png_name} (same file name stem)")
+        self._png_names.add(png_name)
+        self.images.append(info)
+        self.annotations.append(annotation)
 
     def close(self) -> Path:
         """Write the JSON (categories, images, annotations) atomically; returns its path."""

@@ -48,7 +48,7 @@ def test_tie_on_person_score_order_hides_tie_srm_order_shows_it():
         "labels": labels,
         "scores": scores,
         "ranking_scores": ranking,
-        "sem_seg": torch.zeros(4, 40, 40).index_fill_(0, torch.tensor([2]), 1.0),  # all stuff 0
+        "sem_seg_labels": torch.full((40, 40), 2),  # all stuff 0
     }
     both = fuse_both_orders(prediction, LABELS, "all", CFG)
 
@@ -83,11 +83,11 @@ def test_both_orders_paste_only_the_selected_detections():
         "labels": torch.cat([labels, torch.tensor([0])]),
         "scores": torch.tensor([0.997, 0.662, 0.3]),
         "ranking_scores": torch.tensor([0.325, 0.878, 0.99]),
-        "sem_seg": torch.zeros(4, 40, 40).index_fill_(0, torch.tensor([2]), 1.0),
+        "sem_seg_labels": torch.full((40, 40), 2),
     }
     both = fuse_both_orders(prediction, LABELS, "all", CFG)
-    two = {k: v[:2] for k, v in prediction.items() if k != "sem_seg"}
-    expected = fuse_both_orders({**two, "sem_seg": prediction["sem_seg"]}, LABELS, "all", CFG)
+    two = {k: v[:2] for k, v in prediction.items() if k != "sem_seg_labels"}
+    expected = fuse_both_orders({**two, "sem_seg_labels": prediction["sem_seg_labels"]}, LABELS, "all", CFG)
     for order in ("score", "srm"):
         assert torch.equal(both[order][0], expected[order][0])
         assert both[order][1] == expected[order][1]
@@ -101,7 +101,7 @@ def test_one_order_fuses_only_that_order_with_the_same_result():
         "labels": labels,
         "scores": torch.tensor([0.997, 0.662]),
         "ranking_scores": torch.tensor([0.325, 0.878]),
-        "sem_seg": torch.zeros(4, 40, 40).index_fill_(0, torch.tensor([2]), 1.0),
+        "sem_seg_labels": torch.full((40, 40), 2),
     }
     both = fuse_both_orders(prediction, LABELS, "all", CFG)
     prediction["selected"] = torch.tensor([True, True])
@@ -159,7 +159,7 @@ def test_score_threshold_and_same_class_fallback_to_detection_score():
     masks = torch.stack([m0, m1, torch.zeros(h, w), _box_mask(h, w, 0, 10, 0, 10)])
     sem = torch.full((h, w), 2)
     prediction = {"masks": masks, "labels": labels, "scores": det, "ranking_scores": rank,
-                  "selected": det >= CFG.score_thresh, "sem_seg": torch.nn.functional.one_hot(sem, 4).permute(2, 0, 1).float()}
+                  "selected": det >= CFG.score_thresh, "sem_seg_labels": sem}
     ids, segments = fuse(prediction, LABELS, "all", CFG, orders=("srm",))["srm"]
     things = [s for s in segments if s["isthing"]]
     # Instance 1 (det 0.9) on top; instance 3 is not selected (below score_thresh); instance 2 is empty.
@@ -236,7 +236,7 @@ def test_fully_hidden_instance_is_dropped_even_with_overlap_thresh_zero():
     cfg = FusionConfig(score_thresh=0.5, overlap_thresh=0.0, stuff_area_limit=0, stuff_area_reference_size=800)
     prediction = {
         "masks": masks, "labels": labels, "scores": torch.tensor([0.997, 0.662]),
-        "ranking_scores": torch.tensor([0.325, 0.878]), "sem_seg": torch.zeros(4, 40, 40),
+        "ranking_scores": torch.tensor([0.325, 0.878]), "sem_seg_labels": torch.zeros(40, 40, dtype=torch.long),
         "selected": torch.tensor([True, True]),
     }
     things = [s for s in fuse(prediction, LABELS, "all", cfg, orders=("score",))["score"][1] if s["isthing"]]
@@ -248,6 +248,6 @@ def test_fuse_refuses_an_output_without_selected_detections():
 
     masks, labels = _tie_on_person()
     prediction = {"masks": masks, "labels": labels, "scores": torch.tensor([0.9, 0.8]),
-                  "ranking_scores": torch.tensor([0.1, 0.2]), "sem_seg": torch.zeros(4, 40, 40)}
+                  "ranking_scores": torch.tensor([0.1, 0.2]), "sem_seg_labels": torch.zeros(40, 40, dtype=torch.long)}
     with pytest.raises(ValueError, match="selected"):
         fuse(prediction, LABELS, "all", CFG)

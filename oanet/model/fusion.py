@@ -215,7 +215,7 @@ def fuse(
         raise ValueError(f"unknown fusion order(s) {unknown}; expected some of {sorted(ORDER_SCORES)}")
     if "selected" not in prediction:
         raise ValueError("prediction lacks 'selected' (the detections the model ranked): fuse a model output")
-    sem_seg_labels = prediction["sem_seg"].argmax(0)
+    sem_seg_labels = prediction["sem_seg_labels"]
     keep = prediction["selected"].nonzero().squeeze(1)
     # Only the selected detections are binarised (once, for every order): most of the
     # detections_per_img are usually below the score threshold.

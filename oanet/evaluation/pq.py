@@ -38,10 +38,12 @@ import numpy as np
 
 from oanet import _ext
 from oanet.data.coco_panoptic import check_image_id, read_json
+from oanet.data.labels import VOID
 from oanet.data.png_io import Scanlines, read_id_png, read_scanlines, scanlines_to_ids
 from oanet.errors import DataError
+from oanet.parallel import default_workers
+from oanet.progress import track
 
-VOID = 0
 MAX_SEGMENT_ID = 256**3 - 1  # a 24-bit RGB PNG holds no larger id
 MATCH_IOU = 0.5  # matched iff IoU is strictly above
 IGNORE_FRACTION = 0.5  # an unmatched prediction is ignored iff its void+crowd share is strictly above
@@ -467,13 +469,6 @@ def _evaluate_pair(index: int) -> np.ndarray:
     return evaluate_image(gt_ann, pred_ann, gt_dir, pred_dir, categories)
 
 
-def default_workers() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        return os.cpu_count() or 1
-
-
 def _image_stats(
     pairs: Sequence[tuple[Mapping, Mapping]], gt_dir: Path, pred_dir: Path, categories: Categories, workers: int
 ) -> Iterator[np.ndarray]:
@@ -533,9 +528,7 @@ def pq_compute(
     stats = np.zeros((4, len(categories)), dtype=np.float64)
     images = _image_stats(pairs, gt_dir, pred_dir, categories, workers)
     if progress:
-        from tqdm import tqdm
-
-        images = tqdm(images, total=len(pairs), desc="PQ", unit="img", dynamic_ncols=True)
+        images = track(images, total=len(pairs), desc="PQ", unit="img")
     for image_stats in images:
         stats += image_stats
     return PQResult(categories=categories, stats=stats, n_images=len(pairs))

@@ -86,13 +86,10 @@ class ImageListDataset(torch.utils.data.Dataset):
         cls, panoptic_json: Path, image_dir: Path, max_images: Optional[int] = None
     ) -> "ImageListDataset":
         """The images a COCO panoptic JSON annotates, with its ids and the PNG names it uses."""
-        from oanet.data.coco_panoptic import _parse_images, read_json
+        from oanet.data.coco_panoptic import read_images
 
-        data = read_json(panoptic_json)
-        if not isinstance(data, dict) or "images" not in data or "annotations" not in data:
-            raise DataError(f"{panoptic_json}: not a COCO panoptic JSON (needs 'images' and 'annotations')")
         # validated entries (id, file_name, width, height); ids of mixed kinds still sort
-        parsed = _parse_images(data["images"], str(panoptic_json))
+        parsed = read_images(panoptic_json)
         images = sorted(parsed, key=lambda img: (isinstance(img.id, str), img.id))
         if max_images is not None:
             images = images[: max(0, max_images)]

@@ -214,3 +214,12 @@ def test_cli_refuses_a_non_empty_directory_without_overwrite_and_never_imports_t
     assert proc.returncode == 0, proc.stderr
     assert (out / "keep.txt").read_text() == "mine", "--overwrite removes only what synth writes"
     assert len(list((out / "images/train").iterdir())) == 2
+
+
+def test_cli_defaults_mirror_the_generator_defaults() -> None:
+    # commands/synth.py repeats them as literals so that `oanet synth --help` imports nothing heavy
+    from oanet.commands import synth as command
+
+    assert (command.DEFAULT_TRAIN, command.DEFAULT_VAL, command.DEFAULT_SIZE, command.DEFAULT_SEED) == (
+        synthetic.DEFAULT_TRAIN, synthetic.DEFAULT_VAL, synthetic.DEFAULT_SIZE, synthetic.DEFAULT_SEED
+    )

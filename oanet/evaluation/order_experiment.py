@@ -16,10 +16,10 @@ from typing import Optional, Sequence
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from oanet.data.coco_panoptic import read_json
+from oanet.data.coco_panoptic import read_json, segment_boxes, segment_index_map, xyxy_to_coco
+from oanet.data.labels import VOID
 from oanet.data.png_io import read_id_png, write_id_png
 from oanet.data.synthetic.classes import THING_IDS
-from oanet.data.synthetic.geometry import mask_bbox
 from oanet.data.synthetic.writer import split_paths, write_json
 from oanet.errors import DataError
 from oanet.evaluation.pq import pq_compute
@@ -69,12 +69,13 @@ def fuse_in_order(gt_ids: np.ndarray, gt_segments: Sequence[dict], annotations: 
         ann = annotations[i]
         ids[mask_utils.decode(ann["segmentation"]).astype(bool)] = ann["segment_id"]
         category[ann["segment_id"]] = ann["category_id"]
-    segments = []
     present = np.unique(ids)
-    for seg_id in present[present != 0]:
-        mask = ids == seg_id
-        segments.append({"id": int(seg_id), "category_id": category[int(seg_id)], "area": int(mask.sum()),
-                         "bbox": mask_bbox(mask), "iscrowd": 0})
+    segment_ids = present[present != VOID]
+    index, areas = segment_index_map(ids, segment_ids)
+    boxes = xyxy_to_coco(segment_boxes(index, len(segment_ids)))
+    segments = [{"id": int(seg_id), "category_id": category[int(seg_id)], "area": int(area),
+                 "bbox": [int(v) for v in box], "iscrowd": 0}
+                for seg_id, area, box in zip(segment_ids, areas, boxes)]
     return ids, segments
 
 

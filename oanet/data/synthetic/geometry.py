@@ -124,11 +124,3 @@ def _local_mask(shape: Shape, u: np.ndarray, v: np.ndarray) -> np.ndarray:
         arm = 0.17 * s
         return ((np.abs(u) <= arm) & (np.abs(v) <= 0.5 * s)) | ((np.abs(v) <= arm) & (np.abs(u) <= 0.5 * s))
     raise ValueError(f"unknown shape kind {shape.kind!r}")
-
-
-def mask_bbox(mask: np.ndarray) -> list[int]:
-    """COCO [x, y, width, height] of a non-empty boolean mask (integer pixels)."""
-    rows = np.flatnonzero(mask.any(axis=1))
-    cols = np.flatnonzero(mask.any(axis=0))
-    return [int(cols[0]), int(rows[0]), int(cols[-1] - cols[0] + 1), int(rows[-1] - rows[0] + 1)]
-

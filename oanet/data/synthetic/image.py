@@ -7,10 +7,11 @@ from typing import Any, Sequence
 import numpy as np
 from pycocotools import mask as mask_utils
 
+from oanet.data.coco_panoptic import segment_boxes, xyxy_to_coco
 from oanet.data.morphology import inner_edge, label_boundary
 from oanet.data.png_io import rgb2id
 from oanet.data.synthetic.classes import SPLITS, STUFF, STUFF_VOID_PROB, THING_VOID_PROB
-from oanet.data.synthetic.geometry import Grid, mask_bbox, shape_mask
+from oanet.data.synthetic.geometry import Grid, shape_mask
 from oanet.data.synthetic.rendering import paint, stuff_texture
 from oanet.data.synthetic.scene import Instance, compose_scene, paint_order, scene_stats, visible_masks
 
@@ -93,13 +94,14 @@ def panoptic_segments(rng: np.random.Generator, stuff: np.ndarray, instances: Se
                 label[edge] = 0
 
     areas = np.bincount(label.ravel(), minlength=len(seg_ids))
+    boxes = xyxy_to_coco(segment_boxes(label - 1, len(seg_ids) - 1))  # segment j's box is row j - 1
     segments = []
     for j in np.argsort(seg_ids, kind="stable"):  # listed by id
         if j == 0 or areas[j] == 0:
             continue
         category_id, iscrowd = seg_info[j]
         segments.append({"id": seg_ids[j], "category_id": category_id, "area": int(areas[j]),
-                         "bbox": mask_bbox(label == j), "iscrowd": int(iscrowd)})
+                         "bbox": [int(v) for v in boxes[j - 1]], "iscrowd": int(iscrowd)})
     return np.asarray(seg_ids, dtype=np.uint32)[label], segments, instance_ids
 
 

@@ -16,6 +16,7 @@ from oanet.data.png_io import write_id_png
 from oanet.data.synthetic.classes import SPLITS, categories
 from oanet.data.synthetic.image import render_image
 from oanet.errors import DataError, make_dir
+from oanet.fileio import atomic_write_bytes
 from oanet.parallel import default_workers
 from oanet.progress import Progress
 
@@ -122,9 +123,8 @@ def _map(tasks: list, workers: int, progress: bool, desc: str):
 
 
 def write_json(path: str, data: dict) -> None:
-    """Compact JSON, as the dataset's files are written."""
-    with open(path, "w") as f:
-        json.dump(data, f, separators=(",", ":"))
+    """Compact JSON, written atomically, as the dataset's files are."""
+    atomic_write_bytes(path, json.dumps(data, separators=(",", ":")).encode())
 
 
 def generate_dataset(out_dir: str | Path, train: int = DEFAULT_TRAIN, val: int = DEFAULT_VAL,

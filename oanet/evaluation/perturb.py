@@ -18,6 +18,7 @@ import numpy as np
 
 from oanet.data.morphology import dilate, erode, shift
 from oanet.data.png_io import read_id_png, write_id_png
+from oanet.fileio import write_json_atomic
 
 OPERATIONS = ("keep", "shift", "erode", "dilate", "wrong_class", "drop")
 
@@ -106,9 +107,8 @@ def write_perturbed_predictions(
             images.append({**image, "id": image_id, "file_name": file_name.replace(".png", ".jpg")})
 
     out_gt_json, out_pred_json = out_dir / "gt.json", out_dir / "pred.json"
-    out_gt_json.write_text(json.dumps({**gt, "images": images, "annotations": gt_annotations}))
-    pred = {"images": images, "categories": gt["categories"], "annotations": pred_annotations}
-    out_pred_json.write_text(json.dumps(pred))
+    write_json_atomic(out_gt_json, {**gt, "images": images, "annotations": gt_annotations})
+    write_json_atomic(out_pred_json, {"images": images, "categories": gt["categories"], "annotations": pred_annotations})
     return out_gt_json, out_gt_dir, out_pred_json, out_pred_dir
 
 

@@ -327,3 +327,47 @@ def diff_configs(a: dict, b: dict, prefix: str = "") -> list[str]:
         elif va != vb:
             lines.append(f"{name}: {va!r} != {vb!r}")
     return lines
+
+
+# --------------------------------------------------------------------------------------------
+# cross-field checks
+
+
+def validate(cfg: Config, world_size: int = 1) -> Config:
+    """``cfg`` unchanged, or ConfigError naming the first value no command can run with.
+
+    Types and allowed literals are checked when a config is loaded; this checks ranges and how fields
+    relate (the global batch must split over ``world_size`` processes, LR steps must increase, ...),
+    before any data is read or any file written.
+    """
+    solver = cfg.solver
+    if solver.max_iter < 1:
+        raise ConfigError(f"solver.max_iter must be >= 1, got {solver.max_iter}")
+    if solver.ims_per_batch < 1 or solver.ims_per_batch % world_size:
+        raise ConfigError(
+            f"solver.ims_per_batch={solver.ims_per_batch} is the global batch and must be a positive "
+            f"multiple of the number of processes ({world_size})"
+        )
+    if solver.ims_per_device < 0:
+        raise ConfigError(f"solver.ims_per_device must be >= 0, got {solver.ims_per_device}")
+    if solver.base_lr <= 0 or solver.warmup_iters < 0 or not 0 < solver.warmup_factor <= 1:
+        raise ConfigError(
+            "solver: need base_lr > 0, warmup_iters >= 0 and 0 < warmup_factor <= 1 "
+            f"(got {solver.base_lr}, {solver.warmup_iters}, {solver.warmup_factor})"
+        )
+    if list(solver.steps) != sorted(solver.steps):
+        raise ConfigError(f"solver.steps must be increasing, got {list(solver.steps)}")
+    if solver.momentum < 0 or solver.weight_decay < 0 or solver.clip_grad_norm < 0:
+        raise ConfigError(
+            "solver: need momentum, weight_decay and clip_grad_norm >= 0 "
+            f"(got {solver.momentum}, {solver.weight_decay}, {solver.clip_grad_norm})"
+        )
+    if solver.checkpoint_period < 1 or solver.log_period < 1:
+        raise ConfigError("solver.checkpoint_period and solver.log_period must be >= 1")
+    if cfg.seed < 0:
+        raise ConfigError(f"seed must be >= 0, got {cfg.seed}")
+    if cfg.data.num_workers < 0:
+        raise ConfigError(f"data.num_workers must be >= 0, got {cfg.data.num_workers}")
+    if not 0 <= cfg.data.hflip_prob <= 1:
+        raise ConfigError(f"data.hflip_prob must be in 0..1, got {cfg.data.hflip_prob}")
+    return cfg

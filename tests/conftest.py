@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-# The 16 real COCO val2017 images live beside the checkout, never inside it (a user's clone has none).
-COCO16_DIR = REPO_ROOT.parent / "shared" / "data" / "coco_panoptic_val16"
+# The 16 real COCO val2017 images live beside the checkout, never inside it (a user's clone has none);
+# OANET_COCO16_DIR points elsewhere (a second worktree, a CI cache).
+COCO16_DIR = Path(os.environ.get("OANET_COCO16_DIR", REPO_ROOT.parent / "shared" / "data" / "coco_panoptic_val16"))
 
 
 @pytest.fixture(scope="session")

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from oanet.config import FusionConfig
+from oanet.data.labels import Category, LabelSpace
 from oanet.model.fusion import (
+    category_ids,
     fuse,
     paste_instances,
     paste_order,
@@ -22,8 +25,15 @@ def fuse_both_orders(prediction, label_space, stuff_classes, cfg):
     return fuse(prediction, label_space, stuff_classes, cfg, orders=("score", "srm"))
 
 
-# thing COCO ids by thing index, stuff COCO ids by stuff index
-LABELS = {"thing_category_ids": [1, 32], "stuff_category_ids": [184, 187]}
+
+def make_label_space(things, stuff):
+    """A LabelSpace of the given thing and stuff COCO ids (names and colours do not matter to fusion)."""
+    cats = [Category(i, f"thing{i}", True, (i % 256, 0, 0)) for i in things]
+    return LabelSpace(cats + [Category(i, f"stuff{i}", False, (0, i % 256, 0)) for i in stuff])
+
+
+# thing COCO ids by thing index (person 1, tie 32), stuff COCO ids by stuff index
+LABELS = make_label_space([1, 32], [184, 187])
 CFG = FusionConfig(score_thresh=0.5, overlap_thresh=0.5, stuff_area_limit=0, stuff_area_reference_size=800)
 
 
@@ -208,25 +218,27 @@ def test_empty_inputs_give_all_void():
         torch.zeros(0, h, w), torch.zeros(0, dtype=torch.long), torch.zeros(0), torch.zeros(0), sem, LABELS, "all", CFG
     )
     assert segments == [] and ids.shape == (h, w) and int(ids.abs().sum()) == 0
-    # Label space given as a plain (things, stuff) pair with no stuff classes at all.
+    # A label space with no stuff classes at all.
     ids, segments = panoptic_fusion(
-        torch.ones(1, h, w), torch.tensor([0]), torch.tensor([0.9]), torch.tensor([0.9]), sem, ([1], []), "all", CFG
+        torch.ones(1, h, w), torch.tensor([0]), torch.tensor([0.9]), torch.tensor([0.9]), sem, make_label_space([1], []),
+        "all", CFG,
     )
     assert segments[0]["category_id"] == 1 and (ids == 1).all()
 
 
-def test_label_space_object_with_thing_and_stuff_id_arrays():
-    import types
-
-    import numpy as np
-
-    space = types.SimpleNamespace(thing_ids=np.array([1, 32]), stuff_ids=np.array([184, 187]))
+def test_category_ids_come_from_a_label_space_only():
+    assert category_ids(LABELS) == ([1, 32], [184, 187])
     sem = torch.full((6, 6), 3)
     masks = torch.zeros(1, 6, 6, dtype=torch.bool)
     masks[0, :3] = True
-    ids, segments = panoptic_fusion(masks, torch.tensor([1]), torch.tensor([0.9]), torch.tensor([0.9]), sem, space, "all", CFG)
+    ids, segments = panoptic_fusion(masks, torch.tensor([1]), torch.tensor([0.9]), torch.tensor([0.9]), sem, LABELS, "all", CFG)
     assert [(s["category_id"], s["isthing"], s["area"]) for s in segments] == [(32, True, 18), (187, False, 18)]
     assert ids[:3].eq(1).all() and ids[3:].eq(2).all()
+    with pytest.raises(TypeError, match="must be an oanet.data.labels.LabelSpace, got tuple"):
+        category_ids(([1, 32], [184, 187]))
+    with pytest.raises(TypeError, match="got dict"):
+        panoptic_fusion(masks, torch.tensor([1]), torch.tensor([0.9]), torch.tensor([0.9]), sem,
+                        {"thing_category_ids": [1, 32], "stuff_category_ids": [184, 187]}, "all", CFG)
 
 
 def test_fully_hidden_instance_is_dropped_even_with_overlap_thresh_zero():

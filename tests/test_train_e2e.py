@@ -217,7 +217,8 @@ def test_two_processes_equal_one_process_with_accumulation(synthetic, reference_
 
 
 def test_divergence_stops_with_the_iteration_and_loss_terms(synthetic, tmp_path, one_thread):
-    from oanet.engine.train import NonFiniteLossError, train
+    from oanet.engine.train import train
+    from oanet.engine.train_step import NonFiniteLossError
 
     cfg = _tiny_cfg(tmp_path / "diverge", _data_overrides(synthetic) + ["solver.base_lr=1e12", "solver.warmup_iters=0"])
     with pytest.raises(NonFiniteLossError, match=r"not finite at iteration \d+: .*(rpn_cls|cls|bbox|mask|seg|srm)="):

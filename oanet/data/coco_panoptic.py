@@ -9,14 +9,14 @@
 from __future__ import annotations
 
 import json
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from oanet.data.labels import VOID, Category, LabelSpace, is_integer, parse_categories
+from oanet.data.instances import decode_instances, index_instances
+from oanet.data.labels import VOID, Category, LabelSpace, parse_categories
 from oanet.data.png_io import OFFSET, read_id_png, write_id_png
 from oanet.errors import DataError
 from oanet.fileio import write_json_atomic  # noqa: F401  (re-exported: PanopticWriter and callers use it)
@@ -100,7 +100,11 @@ def _parse_images(raw: Any, where: str) -> list[ImageInfo]:
 
 
 def read_images(panoptic_json: str | Path) -> list[ImageInfo]:
-    """The validated ``images`` of a COCO panoptic JSON (id, file_name, width, height), in its order."""
+    """The validated ``images`` of a COCO panoptic JSON (id, file name, size), in the JSON's order.
+
+    DataError naming the file for a JSON that is not COCO panoptic, an entry without id, file_name,
+    width and height, a non-positive size or a duplicate id.
+    """
     data = read_json(panoptic_json)
     if not isinstance(data, dict) or "images" not in data or "annotations" not in data:
         raise DataError(f"{panoptic_json}: not a COCO panoptic JSON (needs 'images' and 'annotations')")
@@ -346,18 +350,12 @@ class PanopticSplit:
 
     # instances --------------------------------------------------------------------------------
     def _load_instances(self) -> dict[Any, bytes]:
-        """Each split image's instance annotations as one compact JSON ``bytes``.
-
-        A full COCO instances JSON is millions of small Python objects; DataLoader workers forked
-        from this process would copy them page by page as reference counts change. One bytes
-        object per image keeps that to a page per image touched.
-        """
+        """The instances JSON, checked against the split's images, as one compact record per image
+        (see :func:`oanet.data.instances.index_instances`)."""
         where = str(self.instances_json)
         data = read_json(self.instances_json)
         if not isinstance(data, dict) or not {"images", "annotations", "categories"} <= set(data):
             raise DataError(f"{where}: not a COCO instances JSON (needs images, annotations, categories)")
-        if not isinstance(data["annotations"], list):
-            raise DataError(f"{where}: 'annotations' must be a list")
         instance_images = {img.id: img for img in _parse_images(data["images"], where)}
         for img in self.images:
             other = instance_images.get(img.id)
@@ -369,128 +367,20 @@ class PanopticSplit:
                     f"{img.width}x{img.height} in {self.panoptic_json}"
                 )
         things = {c.id for c in self.categories if c.isthing}
-        per_image: dict[Any, list] = {}
-        for ann in data["annotations"]:
-            if not isinstance(ann, dict) or "image_id" not in ann:
-                raise DataError(f"{where}: annotation without image_id")
-            if ann["image_id"] not in self._image_by_id:
-                continue  # the instances JSON may cover more images than the panoptic split
-            if ann.get("category_id") not in things:
-                raise DataError(
-                    f"{where}: annotation {ann.get('id')} has category id {ann.get('category_id')!r}, "
-                    f"not a thing category of {self.panoptic_json}"
-                )
-            if "segmentation" not in ann:
-                raise DataError(f"{where}: annotation {ann.get('id')} has no segmentation")
-            per_image.setdefault(ann["image_id"], []).append(
-                [ann["category_id"], int(bool(ann.get("iscrowd", 0))), ann["segmentation"], ann.get("id")]
-            )
-        return {image_id: json.dumps(anns).encode() for image_id, anns in per_image.items()}
+        return index_instances(data["annotations"], where, self._image_by_id, things, str(self.panoptic_json))
 
     def load_instance_masks(self, image_id: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The image's COCO instance annotations: ``(masks uint8 NxHxW, category_ids int64, iscrowd bool)``.
 
-        Polygons, RLE and uncompressed RLE are converted by pycocotools, each RLE checked (its
-        ``size`` must be the image's, its counts must add up to H*W: pycocotools would silently
-        shift the masks after a bad one), then all decoded in one batch.
+        Polygons, RLE and uncompressed RLE are checked and decoded by
+        :func:`oanet.data.instances.decode_instances`.
         """
         if self._instances is None:
             raise DataError(f"{self.panoptic_json}: this split has no instances_json")
-        from pycocotools import mask as mask_utils
-
         info = self.image_info(image_id)
-        height, width = info.height, info.width
-        encoded = self._instances.get(image_id)
-        if encoded is None:
-            return np.zeros((0, height, width), np.uint8), np.zeros(0, np.int64), np.zeros(0, bool)
-        anns = json.loads(encoded)
-        rles = []
-        for _, _, segmentation, ann_id in anns:
-            try:
-                rles.append(segmentation_to_rle(segmentation, height, width))
-            except Exception as exc:  # pycocotools raises bare Exceptions / TypeErrors on bad segmentations
-                raise DataError(
-                    f"{self.instances_json}: image {image_id}: annotation {ann_id}: bad segmentation ({exc})"
-                ) from None
-        try:
-            with warnings.catch_warnings():  # pycocotools' numpy-2 copy= deprecation notice
-                warnings.simplefilter("ignore", DeprecationWarning)
-                masks = mask_utils.decode(rles)  # H x W x N, Fortran order
-        except Exception as exc:
-            raise DataError(f"{self.instances_json}: image {image_id}: cannot decode a segmentation ({exc})") from None
-        masks = np.ascontiguousarray(masks.transpose(2, 0, 1))
-        category_ids = np.array([a[0] for a in anns], dtype=np.int64)
-        iscrowd = np.array([a[1] for a in anns], dtype=bool)
-        return masks, category_ids, iscrowd
-
-
-def segmentation_to_rle(segmentation: Any, height: int, width: int) -> dict:
-    """A COCO ``segmentation`` (polygons, uncompressed or compressed RLE) as one compressed RLE.
-
-    Raises ValueError for an RLE whose ``size`` is not ``[height, width]`` or whose counts do not
-    add up to ``height * width``.
-    """
-    from pycocotools import mask as mask_utils
-
-    if isinstance(segmentation, list):
-        # Polygons with fewer than 3 points have no area; pycocotools would also read a lone
-        # 4-number polygon as a box.
-        polygons = [p for p in segmentation if len(p) >= 6]
-        if not polygons:
-            return mask_utils.encode(np.zeros((height, width), dtype=np.uint8, order="F"))
-        return mask_utils.merge(mask_utils.frPyObjects(polygons, height, width))
-    if not (isinstance(segmentation, dict) and "counts" in segmentation and "size" in segmentation):
-        raise ValueError(f"unknown segmentation format {type(segmentation).__name__}")
-    size = segmentation["size"]
-    if not (isinstance(size, list) and len(size) == 2 and all(is_integer(v) for v in size)) or [
-        int(v) for v in size
-    ] != [height, width]:
-        raise ValueError(f"RLE size {size!r} is not the image's [height, width] {[height, width]}")
-    counts = segmentation["counts"]
-    if isinstance(counts, list):
-        if not all(is_integer(c) and c >= 0 for c in counts):
-            raise ValueError("RLE counts must be non-negative integers")
-        total = sum(int(c) for c in counts)
-    elif isinstance(counts, (str, bytes)):
-        total = _compressed_rle_total(counts)
-        if total is None:
-            raise ValueError("RLE counts are not a valid compressed RLE string")
-    else:
-        raise ValueError(f"RLE counts must be a list or a string, not {type(counts).__name__}")
-    if total != height * width:
-        raise ValueError(f"RLE counts add up to {total}, not height*width = {height * width}")
-    if isinstance(counts, list):
-        return mask_utils.frPyObjects({"size": [height, width], "counts": [int(c) for c in counts]}, height, width)
-    return {"size": [height, width], "counts": counts}
-
-
-def _compressed_rle_total(counts: str | bytes) -> Optional[int]:
-    """Sum of the run lengths of a compressed COCO RLE string (pycocotools' ``rleFrString``,
-    vectorised), or None when the string is malformed or holds a negative run."""
-    raw = counts.encode("ascii", "replace") if isinstance(counts, str) else counts
-    chars = np.frombuffer(raw, dtype=np.uint8).astype(np.int64) - 48
-    if chars.size == 0:
-        return 0
-    if chars.min() < 0 or chars.max() > 63:
-        return None
-    more = (chars & 0x20) != 0
-    if more[-1]:
-        return None  # truncated
-    ends = np.flatnonzero(~more)
-    starts = np.concatenate([[0], ends[:-1] + 1])
-    lengths = ends - starts + 1
-    if lengths.max() > 7:  # 35 bits: more than any run length pycocotools writes
-        return None
-    shift = 5 * (np.arange(chars.size) - np.repeat(starts, lengths))
-    values = np.add.reduceat((chars & 0x1F) << shift, starts)
-    values = np.where((chars[ends] & 0x10) != 0, values - (1 << (5 * lengths)), values)
-    # run m > 2 is stored as the difference to run m - 2
-    runs = values.copy()
-    runs[1::2] = np.cumsum(values[1::2])
-    runs[2::2] = np.cumsum(values[2::2])
-    if runs.min() < 0:
-        return None
-    return int(runs.sum())
+        return decode_instances(
+            self._instances.get(image_id), info.height, info.width, f"{self.instances_json}: image {image_id}"
+        )
 
 
 def _with_colors_from(raw_categories: list, categories_json: str | Path) -> list:

@@ -14,7 +14,7 @@ import torch
 
 from oanet.data import targets as T
 from oanet.data.coco_panoptic import ImageInfo, PanopticSplit
-from oanet.data.labels import LabelSpace
+from oanet.data.labels import LabelSpace, check_stuff_classes
 from oanet.data.images import load_rgb_image
 from oanet.data.transforms import Transform, build_transforms
 
@@ -59,8 +59,7 @@ class PanopticDataset(torch.utils.data.Dataset):
             split = PanopticSplit(split, panoptic_dir, image_dir, instances_json, categories_json)
         if instance_source not in ("instances", "panoptic"):
             raise ValueError(f"instance_source must be 'instances' or 'panoptic', got {instance_source!r}")
-        if stuff_classes not in ("all", "stuff"):
-            raise ValueError(f"stuff_classes must be 'all' or 'stuff', got {stuff_classes!r}")
+        check_stuff_classes(stuff_classes)
         if instance_source == "instances" and not split.has_instances:
             warnings.warn(
                 f"{split.panoptic_json}: no instances_json given; instance targets come from the panoptic "

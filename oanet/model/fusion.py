@@ -29,24 +29,14 @@ import torch
 from torch import Tensor
 
 from oanet.config import FusionConfig
-from oanet.data.labels import channel_to_stuff_index
+from oanet.data.labels import LabelSpace, channel_to_stuff_index
 
 
-def category_ids(label_space: Any) -> tuple[list[int], list[int]]:
-    """``(thing COCO ids by thing index, stuff COCO ids by stuff index)`` from a label space.
-
-    Accepts ``oanet.data.labels.LabelSpace`` (``thing_ids`` / ``stuff_ids`` arrays), any object
-    or mapping with ``thing_category_ids`` and ``stuff_category_ids``, or a ``(things, stuff)`` pair.
-    """
-    if isinstance(label_space, dict):
-        things, stuff = label_space["thing_category_ids"], label_space["stuff_category_ids"]
-    elif isinstance(label_space, (tuple, list)) and len(label_space) == 2:
-        things, stuff = label_space
-    elif hasattr(label_space, "thing_ids"):
-        things, stuff = label_space.thing_ids, label_space.stuff_ids
-    else:
-        things, stuff = label_space.thing_category_ids, label_space.stuff_category_ids
-    return [int(c) for c in things], [int(c) for c in stuff]
+def category_ids(label_space: LabelSpace) -> tuple[list[int], list[int]]:
+    """``(thing COCO ids by thing index, stuff COCO ids by stuff index)`` of a label space."""
+    if not isinstance(label_space, LabelSpace):
+        raise TypeError(f"label_space must be an oanet.data.labels.LabelSpace, got {type(label_space).__name__}")
+    return label_space.thing_ids.tolist(), label_space.stuff_ids.tolist()
 
 
 def stuff_area_limit(cfg: FusionConfig, height: int, width: int) -> float:

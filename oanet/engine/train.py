@@ -48,6 +48,7 @@ from oanet.engine.distributed import (
     cleanup_distributed,
     init_distributed,
 )
+from oanet.engine.init import apply_init
 from oanet.errors import ConfigError, OANetError, make_dir
 
 REFERENCE_IMS_PER_BATCH = 16  # the paper's batch, for which base_lr = 0.02 is given
@@ -393,6 +394,7 @@ def _train(cfg: Config, resume: bool, dist_ctx: DistContext) -> dict:
     if dist_ctx.distributed and not dist_ctx.is_main:
         barrier()  # let rank 0 fetch pretrained weights into the cache first (one download, no race)
     model = build_model(model_cfg).to(device)
+    apply_init(model, cfg, label_space, output_dir, fresh=state is None, is_main=dist_ctx.is_main)
     if dist_ctx.distributed and dist_ctx.is_main:
         barrier()
     model.train()

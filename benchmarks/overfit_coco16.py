@@ -66,7 +66,7 @@ def split_paths(data: Path) -> dict:
     }
 
 
-def build_config(args) -> "Config":
+def build_config(args):
     from oanet.config import SplitConfig, load_config
 
     preset, recipe, size, max_size = RECIPES[args.recipe]
@@ -190,7 +190,7 @@ def write_summary(out: Path, cfg, points: list[dict], run: dict) -> Path:
 
 
 def plan(cfg, args, out: Path, log) -> tuple:
-    """``(cfg with the full schedule, eval points)``: from --iters, or from --minutes after timing the first
+    """``(cfg with the full schedule, iterations to evaluate at)``: from --iters, or from --minutes after timing the first
     segment (the schedule's LR steps lie beyond it, so it is the same run either way)."""
     warmup = min(WARMUP, max(1, args.iters // 4)) if args.iters else WARMUP
     if args.iters:

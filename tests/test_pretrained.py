@@ -59,10 +59,10 @@ def _perturb(tv: torch.nn.Module, seed: int, confidence: float = 3.0) -> None:
         cls.bias[NA_ROWS] = -50
 
 
-def _oanet_for(label_space: LabelSpace, **backbone) -> OANet:
+def _oanet_for(label_space: LabelSpace, size: dict = SIZE, **backbone) -> OANet:
     return OANet(ModelConfig(
         num_thing_classes=label_space.num_things, num_stuff_classes=label_space.num_stuff,
-        min_size=(SIZE["min_size"],), max_size=SIZE["max_size"], backbone=BackboneConfig(**backbone),
+        min_size=(size["min_size"],), max_size=size["max_size"], backbone=BackboneConfig(**backbone),
         rpn=RPNConfig(pre_nms_top_n_test=SIZE["rpn_pre_nms_top_n_test"], post_nms_top_n_test=SIZE["rpn_post_nms_top_n_test"]),
         roi_heads=RoIHeadsConfig(detections_per_img=SIZE["box_detections_per_img"]),
     ))
@@ -96,6 +96,7 @@ def _assert_same_detections(tv: torch.nn.Module, model: OANet, label_space: Labe
     assert len({int(label) for e in expected for label in e["labels"]}) >= min_labels
 
 
+@pytest.mark.slow  # ~10 s on 2 cores; the ResNet-18 variant below checks the same in the quick suite
 def test_parity_with_torchvision_maskrcnn_resnet50_fpn(tmp_path):
     torch.manual_seed(0)
     # weights=None: torchvision builds the backbone with trainable BatchNorm2d (eval: running statistics).
@@ -115,12 +116,13 @@ def test_parity_with_torchvision_maskrcnn_resnet50_fpn(tmp_path):
 def test_parity_with_a_resnet18_maskrcnn_and_frozen_batchnorm(tmp_path):
     torch.manual_seed(1)
     backbone = resnet_fpn_backbone(backbone_name="resnet18", weights=None, trainable_layers=5)  # FrozenBN
-    tv = MaskRCNN(backbone, num_classes=91, **SIZE)
+    size = dict(SIZE, min_size=160, max_size=224)
+    tv = MaskRCNN(backbone, num_classes=91, **size)
     _perturb(tv, 2, confidence=10)
     path = tmp_path / "maskrcnn_r18.pth"
     torch.save(tv.state_dict(), path)
     label_space = coco_label_space()
-    model = _oanet_for(label_space, depth=18, frozen_bn=True)
+    model = _oanet_for(label_space, size, depth=18, frozen_bn=True)
     load_pretrained(model, path, label_space)
     _assert_same_detections(tv, model, label_space, min_labels=2)  # random R-18 features favour few classes
 

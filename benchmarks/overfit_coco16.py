@@ -189,7 +189,7 @@ def write_summary(out: Path, cfg, points: list[dict], run: dict) -> Path:
     return path
 
 
-def plan(cfg, args, out: Path, log) -> tuple:
+def plan(cfg, args, log) -> tuple:
     """``(cfg with the full schedule, iterations to evaluate at)``: from --iters, or from --minutes after timing the first
     segment (the schedule's LR steps lie beyond it, so it is the same run either way)."""
     warmup = min(WARMUP, max(1, args.iters // 4)) if args.iters else WARMUP
@@ -236,7 +236,7 @@ def main(argv=None) -> int:
     log = lambda msg: print(f"[overfit16] {msg}", file=sys.stderr, flush=True)
     cfg = build_config(args)
     started = time.perf_counter()
-    cfg, eval_points = plan(cfg, args, out, log)
+    cfg, eval_points = plan(cfg, args, log)
     eval_seconds, points = 0.0, []
     for iteration in eval_points:
         train_until(cfg, iteration)

@@ -28,6 +28,10 @@ class BackboneConfig:
     trainable_layers: int = 3  # as torchvision's Mask R-CNN: res3-res5 train, stem+res2 frozen
     frozen_bn: bool = True  # FrozenBatchNorm2d, as torchvision's detection backbones
     fpn_channels: int = 256
+    # Where a bottleneck block that downsamples puts its stride: false = in the 3x3 conv (torchvision,
+    # "ResNet v1.5"), true = in the first 1x1 conv (the MSRA ResNets behind detectron2's model zoo,
+    # detectron2's RESNETS.STRIDE_IN_1X1). Same weights shapes either way; ResNet-50/101 only.
+    stride_in_1x1: bool = False
 
 
 @dataclass
@@ -56,6 +60,10 @@ class RoIHeadsConfig:
     score_thresh: float = 0.05
     nms_thresh: float = 0.5
     detections_per_img: int = 100  # paper §4.2: at most 100 boxes per image
+    # RoIAlign of the box and mask heads: torchvision's is aligned=False with 2x2 samples per bin;
+    # detectron2's FPN models use ROIAlignV2 = aligned=True (half-pixel shift) with adaptive sampling (0).
+    pooler_aligned: bool = False
+    pooler_sampling_ratio: int = 2
 
 
 @dataclass
@@ -91,8 +99,21 @@ class ModelConfig:
     sharing: Literal["none", "backbone", "fpn"] = "fpn"  # Table 4; fpn = "+skip-connection"
     min_size: tuple = (800,)  # shortest edge; several values = multi-scale training
     max_size: int = 1333
+    # Images enter the model as RGB in [0, 1]. The network sees them in ``input_format`` channel order,
+    # multiplied by ``input_scale``, minus ``pixel_mean``, divided by ``pixel_std`` (mean and std in that
+    # order and those units). torchvision's weights: RGB, 1, the ImageNet values below; detectron2's
+    # MSRA models: BGR, 255, [103.53, 116.28, 123.675], [1, 1, 1] (docs/pretrained.md).
+    input_format: Literal["RGB", "BGR"] = "RGB"
+    input_scale: float = 1.0
     pixel_mean: tuple = (0.485, 0.456, 0.406)
     pixel_std: tuple = (0.229, 0.224, 0.225)
+    # Weights loaded once when a training run starts fresh (never on resume, never at inference):
+    # "torchvision:<WeightsEnum>.<NAME>", a torchvision Mask R-CNN state dict (.pth), a detectron2
+    # model-zoo .pkl, or an oanet checkpoint. See oanet.model.pretrained.load_pretrained.
+    init: Optional[str] = None
+    # Submodules of OANet that do not train, by path: backbone, backbone.body, backbone.fpn, rpn,
+    # roi_heads, roi_heads.box_predictor, stuff_head, srm, ...
+    freeze: tuple = ()
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     rpn: RPNConfig = field(default_factory=RPNConfig)
     roi_heads: RoIHeadsConfig = field(default_factory=RoIHeadsConfig)

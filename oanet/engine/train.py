@@ -36,6 +36,7 @@ from oanet.engine import checkpoint as ckpt
 from oanet.engine.data import GlobalBatchSampler, aspect_ratio_groups, num_accumulation_chunks
 from oanet.engine.distributed import DistContext, barrier, cleanup_distributed, init_distributed
 from oanet.engine.hooks import CheckpointHook, LogHook
+from oanet.engine.init import apply_init
 from oanet.engine.schedule import effective_base_lr, lr_at, run_schedule, schedule_differences, schedule_of
 from oanet.engine.train_step import TrainStep
 from oanet.errors import ConfigError, make_dir
@@ -166,8 +167,13 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def build_train_model(cfg: Config, resuming: bool, dist_ctx: DistContext) -> torch.nn.Module:
-    """The model in training mode on this process's device, the same initial weights on every rank."""
+def build_train_model(cfg: Config, label_space: Any, output_dir: Path, resuming: bool,
+                      dist_ctx: DistContext) -> torch.nn.Module:
+    """The model in training mode on this process's device, the same initial weights on every rank.
+
+    A fresh run starts from ``model.init`` (pretrained weights; its report printed and saved beside
+    the checkpoints); ``model.freeze`` applies on resume too, so the optimiser sees the same parameters.
+    """
     from oanet.model.oanet import build_model
 
     # Same seed on every rank: identical initial weights without relying on a broadcast.
@@ -178,6 +184,7 @@ def build_train_model(cfg: Config, resuming: bool, dist_ctx: DistContext) -> tor
     if dist_ctx.distributed and not dist_ctx.is_main:
         barrier()  # let rank 0 fetch pretrained weights into the cache first (one download, no race)
     model = build_model(model_cfg).to(dist_ctx.device)
+    apply_init(model, cfg, label_space, output_dir, fresh=not resuming, is_main=dist_ctx.is_main)
     if dist_ctx.distributed and dist_ctx.is_main:
         barrier()
     return model.train()
@@ -258,7 +265,7 @@ def _train(cfg: Config, resume: bool, dist_ctx: DistContext) -> dict:
         _prepare_output_dir(cfg, output_dir)
 
     device = dist_ctx.device
-    model = build_train_model(cfg, resuming=state is not None, dist_ctx=dist_ctx)
+    model = build_train_model(cfg, label_space, output_dir, resuming=state is not None, dist_ctx=dist_ctx)
     optimizer = build_optimizer(model, solver)
     use_amp = solver.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)

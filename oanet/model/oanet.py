@@ -18,11 +18,11 @@ from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHe
 from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
 from torchvision.models.detection.roi_heads import RoIHeads
 from torchvision.models.detection.rpn import RegionProposalNetwork, RPNHead
-from torchvision.ops import MultiScaleRoIAlign
 
 from oanet.config import ModelConfig, RoIHeadsConfig, RPNConfig
 from oanet.errors import ConfigError
 from oanet.model.backbone import OANetBackbone
+from oanet.model.poolers import build_roi_pool
 from oanet.model.srm import (
     SpatialRankingModule,
     occupancy_map,
@@ -42,7 +42,6 @@ _TORCHVISION_LOSS_NAMES = {
     "loss_box_reg": "bbox",
     "loss_mask": "mask",
 }
-_ROI_LEVELS = ["0", "1", "2", "3"]  # RoIAlign on P2-P5, as Mask R-CNN with FPN
 STUFF_STRIDE = 4  # the stuff head predicts at P2's stride
 
 
@@ -69,10 +68,10 @@ def build_rpn(cfg: RPNConfig, in_channels: int) -> RegionProposalNetwork:
 
 def build_roi_heads(cfg: RoIHeadsConfig, in_channels: int, num_thing_classes: int) -> RoIHeads:
     num_classes = num_thing_classes + 1  # + background, torchvision's class 0
-    box_roi_pool = MultiScaleRoIAlign(_ROI_LEVELS, output_size=7, sampling_ratio=2)
+    box_roi_pool = build_roi_pool(7, cfg.pooler_sampling_ratio, cfg.pooler_aligned)
     box_head = TwoMLPHead(in_channels * 7 * 7, cfg.box_representation_size)
     box_predictor = FastRCNNPredictor(cfg.box_representation_size, num_classes)
-    mask_roi_pool = MultiScaleRoIAlign(_ROI_LEVELS, output_size=14, sampling_ratio=2)
+    mask_roi_pool = build_roi_pool(14, cfg.pooler_sampling_ratio, cfg.pooler_aligned)
     mask_head = MaskRCNNHeads(in_channels, [cfg.mask_head_channels] * 4, 1)
     mask_predictor = MaskRCNNPredictor(cfg.mask_head_channels, cfg.mask_head_channels, num_classes)
     return RoIHeads(
@@ -165,6 +164,8 @@ class OANet(nn.Module):
             image_mean=list(cfg.pixel_mean),
             image_std=list(cfg.pixel_std),
             size_divisible=32,
+            input_format=cfg.input_format,
+            input_scale=cfg.input_scale,
         )
         self.backbone = OANetBackbone(cfg.backbone, cfg.sharing)
         channels = self.backbone.out_channels

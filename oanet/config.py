@@ -391,4 +391,31 @@ def validate(cfg: Config, world_size: int = 1) -> Config:
         raise ConfigError(f"data.num_workers must be >= 0, got {cfg.data.num_workers}")
     if not 0 <= cfg.data.hflip_prob <= 1:
         raise ConfigError(f"data.hflip_prob must be in 0..1, got {cfg.data.hflip_prob}")
+    validate_model(cfg.model)
     return cfg
+
+
+def validate_model(model: ModelConfig) -> ModelConfig:
+    """The model fields' ranges and relations (part of :func:`validate`; also checked when a model is built
+    from a checkpoint's config)."""
+    for name in ("pixel_mean", "pixel_std"):
+        values = getattr(model, name)
+        if len(values) != 3:
+            raise ConfigError(f"model.{name} needs 3 values (one per input channel), got {list(values)}")
+    if any(float(v) == 0 for v in model.pixel_std):
+        raise ConfigError(f"model.pixel_std must not contain 0, got {list(model.pixel_std)}")
+    if model.input_scale <= 0:
+        raise ConfigError(f"model.input_scale must be > 0, got {model.input_scale}")
+    if model.roi_heads.pooler_sampling_ratio < 0:
+        raise ConfigError(f"model.roi_heads.pooler_sampling_ratio must be >= 0, got {model.roi_heads.pooler_sampling_ratio}")
+    if model.backbone.stride_in_1x1 and model.backbone.depth < 50:
+        raise ConfigError(
+            f"model.backbone.stride_in_1x1 needs a bottleneck ResNet (depth 50 or 101), got depth {model.backbone.depth}"
+        )
+    if any(not isinstance(entry, str) or not entry.strip() for entry in model.freeze):
+        raise ConfigError(f"model.freeze entries must be module names such as backbone, rpn, roi_heads; got {list(model.freeze)}")
+    if not model.min_size or any(int(s) < 1 for s in model.min_size) or model.max_size < 1:
+        raise ConfigError(f"model.min_size and model.max_size must be positive, got {list(model.min_size)}, {model.max_size}")
+    if not 0 <= model.fusion.score_thresh <= 1 or not 0 <= model.fusion.overlap_thresh <= 1:
+        raise ConfigError("model.fusion.score_thresh and overlap_thresh must be in 0..1")
+    return model

@@ -35,11 +35,19 @@ def test_every_preset_is_valid(path):
         ("solver.weight_decay=-0.1", "weight_decay"),
         ("solver.log_period=0", "log_period must be >= 1"),
         ("solver.checkpoint_period=0", "checkpoint_period"),
+        ("model.pixel_std=[1,0,1]", "pixel_std must not contain 0"),
+        ("model.pixel_mean=[1,2]", "pixel_mean needs 3 values"),
+        ("model.input_scale=0", "input_scale must be > 0"),
+        ("model.roi_heads.pooler_sampling_ratio=-1", "pooler_sampling_ratio must be >= 0"),
+        ("model.backbone.depth=18 model.backbone.stride_in_1x1=true", "stride_in_1x1 needs a bottleneck ResNet"),
+        ("model.freeze=['']", "model.freeze entries must be module names"),
+        ("model.fusion.score_thresh=1.5", "score_thresh and overlap_thresh must be in 0..1"),
+        ("model.max_size=0", "must be positive"),
     ],
 )
 def test_each_bad_value_is_named(override, message):
     with pytest.raises(ConfigError, match=message):
-        validate(load_config(None, [override]))
+        validate(load_config(None, override.split(" ")))
 
 
 def test_global_batch_must_split_over_the_processes():

@@ -96,14 +96,24 @@ def train_until(cfg, iteration: int) -> dict:
     return train(dataclasses.replace(cfg, solver=solver), resume=True)
 
 
-def evaluate_now(cfg, out: Path, iteration: int) -> dict:
-    from oanet.engine.checkpoint import load_model_from_checkpoint
+def evaluate_now(cfg, out: Path, iteration: int):
+    """PQ of both orders on the 16 images: ``({"iteration", "score_order", "srm_order"}, Evaluation)``."""
+    from oanet import Predictor
     from oanet.engine.evaluate import evaluate
 
     device = "cuda" if cfg.device in ("cuda", "auto") and _cuda() else "cpu"
-    model, _, label_space = load_model_from_checkpoint(Path(cfg.output_dir) / "model_final.pth", device=device)
-    results = evaluate(model, cfg, label_space, cfg.data.val, out / f"eval_{iteration}", num_workers=0, progress=False)
-    return {"iteration": iteration, **results}
+    predictor = Predictor.from_checkpoint(Path(cfg.output_dir) / "model_final.pth", device=device, order="both")
+    evaluation = evaluate(predictor, cfg.data.val, out / f"eval_{iteration}", workers=0,
+                          keep_most_different=NUM_OVERLAYS, progress=False)
+    return {"iteration": iteration, **evaluation.results}, evaluation
+
+
+def evaluation_label_space(train_dir: Path):
+    from oanet.data.labels import LabelSpace
+
+    import torch
+
+    return LabelSpace.from_dict(torch.load(train_dir / "model_final.pth", map_location="cpu", weights_only=True)["label_space"])
 
 
 def _cuda() -> bool:
@@ -153,15 +163,11 @@ def plot_pq(points: list[dict], path: Path) -> Path:
     return path
 
 
-def draw_overlays(cfg, out: Path, final: dict, label_space_categories: list[dict]) -> list[Path]:
-    """Ground truth | score order | SRM order for the images where the orders differ most, then the first ones."""
-    from oanet.engine.demo import draw_order_comparisons, most_different
+def draw_overlays(cfg, out: Path, evaluation, categories: dict) -> list[Path]:
+    """Ground truth | score order | SRM order for the images where the two orders differ most."""
+    from oanet.engine.demo import draw_order_comparisons
 
-    eval_dir = out / f"eval_{final['iteration']}"
-    differences = json.loads((eval_dir / "order_differences.json").read_text())
-    names = [n for n, _ in most_different(differences, NUM_OVERLAYS)]
-    names += [n for n in sorted(differences) if n not in names][: NUM_OVERLAYS - len(names)]
-    return draw_order_comparisons(names, cfg.data.val, eval_dir, label_space_categories, out / "overlays")
+    return draw_order_comparisons(evaluation.most_different, cfg.data.val, categories, out / "overlays")
 
 
 def write_summary(out: Path, cfg, points: list[dict], run: dict) -> Path:
@@ -241,7 +247,8 @@ def main(argv=None) -> int:
     for iteration in eval_points:
         train_until(cfg, iteration)
         tic = time.perf_counter()
-        points.append(evaluate_now(cfg, out, iteration))
+        point, evaluation = evaluate_now(cfg, out, iteration)
+        points.append(point)
         eval_seconds += time.perf_counter() - tic
         log(f"iteration {iteration}: {pq_line(points[-1])}")
         (out / "curve.json").write_text(json.dumps(points, indent=1))
@@ -249,8 +256,9 @@ def main(argv=None) -> int:
     train_dir = Path(cfg.output_dir)
     plot_losses(read_metrics(train_dir / "metrics.jsonl"), out / "loss.png")
     plot_pq(points, out / "pq.png")
-    label_space = torch.load(train_dir / "model_final.pth", map_location="cpu", weights_only=True)["label_space"]
-    draw_overlays(cfg, out, points[-1], label_space["categories"])
+    from oanet.result import category_table
+
+    draw_overlays(cfg, out, evaluation, category_table(evaluation_label_space(train_dir)))
     spi = seconds_per_iteration(train_dir)
     run = {
         "recipe": args.recipe, "iterations": eval_points[-1], "seconds_per_iter": spi,

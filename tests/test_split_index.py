@@ -381,3 +381,12 @@ def test_a_failing_rank_does_not_leave_the_others_waiting(split_paths, tmp_path)
     edit_json(split_paths["panoptic_json"], lambda d: d["annotations"].pop())
     results = _run_ranks(lambda rank, node: PanopticSplit(**split_paths, cache_dir=tmp_path / "cache"), nodes=1, per_node=3)
     assert all(isinstance(r, DataError) and "image(s) without annotation" in str(r) for r in results)
+
+
+def test_instance_records_rebuild_plain_values_only():
+    from oanet.data.instances import read_record
+
+    assert read_record(pickle.dumps([[1, 0, {"counts": [1, 2], "size": [1, 3]}, None]])) == [[1, 0, {"counts": [1, 2], "size": [1, 3]}, None]]
+    for hostile in (pickle.dumps(os.system), pickle.dumps([Path("x")]), pickle.dumps(np.zeros(2))):
+        with pytest.raises(pickle.UnpicklingError, match="is not allowed"):
+            read_record(hostile)

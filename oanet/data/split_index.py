@@ -2,8 +2,8 @@
 
 :func:`load_split_index` checks and indexes the JSONs once (:mod:`oanet.data.split_build`). Given a
 ``cache_dir`` it writes the columns there (:mod:`oanet.data.store`) and memory-maps them: the next
-process that opens the same JSONs (another rank, a resumed run) maps the file in a fraction of a second
-instead of parsing, and every process on the node reads the same pages. A cache is used only when the
+process that opens the same JSONs (another rank, a resumed run) maps the file instead of parsing
+them, and every process on the node reads the same pages. A cache is used only when the
 JSONs' path, size, modification time and a hash of their first and last MiB match the ones it was built
 from (and oanet's column schema is the same); otherwise, or when the file is damaged, it is rebuilt.
 """
@@ -41,7 +41,8 @@ class SplitIndex:
         self.meta = meta
         self.path = path
         ids = meta.get("image_ids")
-        # Integer ids (COCO) are looked up in the sorted id column; other ids in a dict built here.
+        # Integer ids (COCO) are looked up in the sorted id column; other ids in a dict built here (whose
+        # pages a worker copies as it reads them: fine for the small datasets that use string ids).
         self._id_position = None if ids is None else {image_id: i for i, image_id in enumerate(ids)}
         self.images = ImageTable(self)
 

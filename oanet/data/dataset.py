@@ -70,8 +70,7 @@ class PanopticDataset(torch.utils.data.Dataset):
         self.split = split
         self.label_space = label_space if label_space is not None else split.label_space()
         # Fail now, not at sample 10 000, when the split uses categories the label space lacks.
-        used = np.concatenate([split.annotation(img.id).category_ids for img in split.images])
-        self.label_space.check_known(np.unique(used), str(split.panoptic_json))
+        self.label_space.check_known(split.used_category_ids(), str(split.panoptic_json))
         self.instance_source = instance_source
         self.stuff_classes = stuff_classes
         self.transforms = transforms if transforms is not None else build_transforms(hflip_prob, train)

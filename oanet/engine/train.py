@@ -34,7 +34,7 @@ from oanet.config import Config, save_config, validate
 from oanet.data.dataset import collate
 from oanet.engine import checkpoint as ckpt
 from oanet.engine.data import GlobalBatchSampler, aspect_ratio_groups, num_accumulation_chunks
-from oanet.engine.distributed import DistContext, barrier, cleanup_distributed, init_distributed
+from oanet.engine.distributed import DistContext, barrier, cleanup_distributed, init_distributed, once_per_node
 from oanet.engine.hooks import CheckpointHook, LogHook
 from oanet.engine.init import apply_init
 from oanet.engine.schedule import effective_base_lr, lr_at, run_schedule, schedule_differences, schedule_of
@@ -43,6 +43,7 @@ from oanet.errors import ConfigError, make_dir
 
 LAST_CHECKPOINT = "last.pth"
 FINAL_MODEL = "model_final.pth"
+ANNOTATION_CACHE = ".annotation_cache"
 
 
 # --------------------------------------------------------------------------------------------
@@ -109,12 +110,19 @@ def with_num_classes(cfg: Config, label_space: Any, source: str) -> Config:
 # building: data, model, optimizer
 
 
-def build_train_dataset(cfg: Config):
+def build_train_dataset(cfg: Config, dist_ctx: Optional[DistContext] = None):
     from oanet.data.coco_panoptic import PanopticSplit
     from oanet.data.dataset import PanopticDataset
 
+    # One JSON parse per node at most: rank 0 indexes the annotations into a cache file in the output
+    # folder, the other ranks (and a resumed run) memory-map it, and DataLoader workers share the pages.
+    cache_dir = Path(cfg.output_dir) / ANNOTATION_CACHE
+    split = once_per_node(
+        lambda: PanopticSplit.from_config(cfg.data.train, where="data.train", cache_dir=cache_dir),
+        dist_ctx or DistContext(0, 1, 0, torch.device("cpu")),
+    )
     return PanopticDataset(
-        PanopticSplit.from_config(cfg.data.train, where="data.train"),
+        split,
         instance_source=cfg.data.instance_source,
         stuff_classes=cfg.model.stuff_head.classes,
         hflip_prob=cfg.data.hflip_prob,
@@ -256,7 +264,7 @@ def _train(cfg: Config, resume: bool, dist_ctx: DistContext) -> dict:
     output_dir = Path(cfg.output_dir)
     last_path = output_dir / LAST_CHECKPOINT
     state = load_resume_state(last_path, resume, dist_ctx.is_main)
-    dataset = build_train_dataset(cfg)
+    dataset = build_train_dataset(cfg, dist_ctx)
     label_space = dataset.label_space
     cfg = with_num_classes(cfg, label_space, cfg.data.train.panoptic_json)
     if state is not None:

@@ -238,3 +238,57 @@ def test_pair_counts_match_numpy_on_every_filter():
         assert complete and np.array_equal(counts, expected)
     counts = np.zeros_like(expected)  # an id the prediction does not declare
     assert not _ext.speedups.pair_counts(gt_lines, 3, gt_keys, pred_lines, 4, pred_keys[1:], 41, 29, counts[:, 1:].copy())
+
+
+def _blocky_label_map(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+    """Runs that continue, shift and end from line to line, repeated lines, single-pixel segments."""
+    ids = np.zeros((height, width), dtype=np.uint32)
+    for segment_id in rng.integers(1, 256**3, size=int(rng.integers(1, 9))):
+        y, x = rng.integers(0, height), rng.integers(0, width)
+        h, w = rng.integers(1, height + 1), rng.integers(1, width + 1)
+        slant = rng.integers(-2, 3)
+        for dy in range(min(h, height - y)):
+            x0 = int(np.clip(x + slant * dy, 0, width - 1))
+            ids[y + dy, x0 : x0 + w] = segment_id
+    ids = ids[np.sort(rng.integers(0, height, size=height))]  # repeated lines
+    noise = rng.random((height, width)) < 0.01
+    ids[noise] = rng.integers(0, 256**3, size=int(noise.sum()))
+    return ids
+
+
+@needs_ext
+@pytest.mark.parametrize("seeds", [range(0, 100), range(100, 200)])
+def test_random_filters_decode_and_count_exactly(seeds):
+    """Every filter on every line, in any order, at any size: ids and pair counts as numpy gives them."""
+    for seed in seeds:
+        _check_random_case(np.random.default_rng(seed))
+
+
+def _check_random_case(rng: np.random.Generator) -> None:
+    from oanet.evaluation.pq import confusion
+
+    height, width = int(rng.integers(1, 30)), int(rng.integers(1, 90))
+    maps, lines, keys = [], [], []
+    for _ in range(2):
+        ids = _blocky_label_map(rng, height, width)
+        pixels = rgb_of(ids)
+        channels = int(rng.choice([3, 4]))
+        if channels == 4:  # alpha that changes inside segments: a run boundary that is no id change
+            alpha = np.where(rng.random(ids.shape) < 0.05, 0, 255).astype(np.uint8)
+            pixels = np.concatenate([pixels, alpha[..., None]], axis=-1)
+        filters = tuple(int(f) for f in rng.integers(0, 5, size=height))
+        data = filtered_scanlines(pixels, filters)
+        out = np.empty((height, width), dtype=np.uint32)
+        _ext.speedups.scanlines_to_ids(data, width, height, channels, out)
+        assert np.array_equal(out, ids), filters
+        maps.append(ids)
+        lines.append((data, channels))
+        keys.append(np.unique(ids[ids > 0]).astype(np.uint32))
+    rows = [np.searchsorted(np.r_[0, k], ids) for ids, k in zip(maps, keys)]
+    expected = confusion(rows[0], rows[1], len(keys[0]), len(keys[1]))
+    counts = np.zeros_like(expected)
+    (gt_data, gt_channels), (pred_data, pred_channels) = lines
+    assert _ext.speedups.pair_counts(
+        gt_data, gt_channels, keys[0], pred_data, pred_channels, keys[1], width, height, counts
+    )
+    assert np.array_equal(counts, expected)

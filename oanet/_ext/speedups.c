@@ -466,6 +466,43 @@ done:
     Py_RETURN_NONE;
 }
 
+/* Counts the (GT row, predicted row) pairs of two images into `counts` (zeroed, (1 + gt keys) x (1 + pred
+ * keys)), without the GIL. Returns 0, or -1 with an exception set. */
+static int count_images(Py_buffer *gt_data, int gt_channels, RowLookup *gt, Py_buffer *pred_data, int pred_channels,
+                        RowLookup *pred, Py_ssize_t width, Py_ssize_t height, int64_t *counts)
+{
+    Lines gt_lines, pred_lines;
+    int status, bad = 0;
+    if (check_scanlines(0, gt_data, width, height, gt_channels) < 0 ||
+        check_scanlines(1, pred_data, width, height, pred_channels) < 0)
+        return -1;
+    if (lines_open(&gt_lines, gt_data->buf, width, height, gt_channels) < 0) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    if (lines_open(&pred_lines, pred_data->buf, width, height, pred_channels) < 0) {
+        lines_close(&gt_lines);
+        PyErr_NoMemory();
+        return -1;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    status = count_pairs(&gt_lines, &pred_lines, gt, pred, counts, pred->n_keys + 1, &bad);
+    Py_END_ALLOW_THREADS
+    if (status == -1)
+        set_filter_error(bad, bad ? &pred_lines : &gt_lines);
+    else if (status == -2)
+        PyErr_NoMemory();
+    lines_close(&gt_lines);
+    lines_close(&pred_lines);
+    return status < 0 ? -1 : 0;
+}
+
+/* Whether a buffer holds n items of `size` bytes. */
+static int holds(const Py_buffer *buffer, Py_ssize_t n, Py_ssize_t size)
+{
+    return buffer->len == n * size;
+}
+
 PyDoc_STRVAR(pair_counts_doc,
 "pair_counts(gt_data, gt_channels, gt_ids, pred_data, pred_channels, pred_ids, width, height, counts) -> bool\n"
 "--\n\n"
@@ -480,41 +517,18 @@ static PyObject *pair_counts(PyObject *self, PyObject *args)
 {
     Py_buffer gt_data, gt_keys, pred_data, pred_keys, counts;
     Py_ssize_t width, height;
-    int gt_channels, pred_channels, status = 0, bad = 0;
-    Lines gt_lines, pred_lines;
+    int gt_channels, pred_channels;
+    RowLookup gt, pred;
     if (!PyArg_ParseTuple(args, "y*iy*y*iy*nnw*", &gt_data, &gt_channels, &gt_keys, &pred_data, &pred_channels,
                           &pred_keys, &width, &height, &counts))
         return NULL;
-    RowLookup gt, pred;
     lookup_init(&gt, gt_keys.buf, gt_keys.len / (Py_ssize_t)sizeof(uint32_t));
     lookup_init(&pred, pred_keys.buf, pred_keys.len / (Py_ssize_t)sizeof(uint32_t));
-    if (check_scanlines(0, &gt_data, width, height, gt_channels) < 0 ||
-        check_scanlines(1, &pred_data, width, height, pred_channels) < 0)
-        goto done;
     if (gt_keys.len % sizeof(uint32_t) || pred_keys.len % sizeof(uint32_t) || gt.n_keys >= 0xFFFF ||
-        pred.n_keys >= 0xFFFF || counts.len != (gt.n_keys + 1) * (pred.n_keys + 1) * (Py_ssize_t)sizeof(int64_t)) {
+        pred.n_keys >= 0xFFFF || !holds(&counts, (gt.n_keys + 1) * (pred.n_keys + 1), sizeof(int64_t)))
         PyErr_SetString(PyExc_TypeError, "pair_counts: ids must be uint32 (< 65535 of them), counts int64 of their shape");
-        goto done;
-    }
-    if (lines_open(&gt_lines, gt_data.buf, width, height, gt_channels) < 0) {
-        PyErr_NoMemory();
-        goto done;
-    }
-    if (lines_open(&pred_lines, pred_data.buf, width, height, pred_channels) < 0) {
-        lines_close(&gt_lines);
-        PyErr_NoMemory();
-        goto done;
-    }
-    Py_BEGIN_ALLOW_THREADS
-    status = count_pairs(&gt_lines, &pred_lines, &gt, &pred, counts.buf, pred.n_keys + 1, &bad);
-    Py_END_ALLOW_THREADS
-    if (status == -1)
-        set_filter_error(bad, bad ? &pred_lines : &gt_lines);
-    else if (status == -2)
-        PyErr_NoMemory();
-    lines_close(&gt_lines);
-    lines_close(&pred_lines);
-done:
+    else
+        count_images(&gt_data, gt_channels, &gt, &pred_data, pred_channels, &pred, width, height, counts.buf);
     PyBuffer_Release(&gt_data);
     PyBuffer_Release(&gt_keys);
     PyBuffer_Release(&pred_data);
@@ -525,9 +539,172 @@ done:
     return PyBool_FromLong(!gt.undeclared && !pred.undeclared);
 }
 
+enum { STAT_IOU, STAT_TP, STAT_FP, STAT_FN };
+
+/* The declared segments of one image, as pq.py's Segments holds them. */
+typedef struct {
+    Py_ssize_t n;
+    const int64_t *category; /* index into the categories */
+    const uint8_t *iscrowd;  /* GT only */
+    const double *area;      /* GT only: the JSON's area */
+} SegmentTable;
+
+/* Per-category (IoU sum, TP, FP, FN) of one image into stats (4 x n_categories), from its confusion counts,
+ * as match_segments in pq.py computes them, operation for operation, so the float sums are the same bits:
+ * matches add their IoU in row-major order, the union is ((pred + gt) - intersection) - pred on void.
+ * Returns 0; 1 where a declared segment has no pixel (the caller's general path words that error); -1 out
+ * of memory. */
+static int match_counts(const int64_t *counts, const SegmentTable *gt, const SegmentTable *pred,
+                        const int64_t *crowd_row_of_category, Py_ssize_t n_categories, double *stats)
+{
+    Py_ssize_t columns = pred->n + 1, i, j;
+    int64_t *pred_area = calloc((size_t)columns, sizeof(int64_t));
+    uint8_t *pred_matched = calloc((size_t)columns, 1);
+    int status = 0;
+    if (!pred_area || !pred_matched) {
+        status = -1;
+        goto done;
+    }
+    for (i = 0; i <= gt->n; i++) {
+        int64_t gt_pixels = 0;
+        for (j = 0; j < columns; j++) {
+            pred_area[j] += counts[i * columns + j];
+            gt_pixels += counts[i * columns + j];
+        }
+        if (i > 0 && gt_pixels <= 0)
+            status = 1;
+    }
+    for (j = 1; j < columns; j++)
+        if (pred_area[j] <= 0)
+            status = 1;
+    if (status)
+        goto done;
+    memset(stats, 0, 4 * (size_t)n_categories * sizeof(double));
+    for (i = 0; i < gt->n; i++) {
+        const int64_t *row = counts + (i + 1) * columns + 1;
+        int64_t category = gt->category[i];
+        int matched = 0;
+        if (gt->iscrowd[i])
+            continue;
+        for (j = 0; j < pred->n; j++) {
+            if (row[j] <= 0 || pred->category[j] != category)
+                continue;
+            double intersection = (double)row[j];
+            double union_ = (double)pred_area[j + 1] + gt->area[i] - intersection - (double)counts[j + 1];
+            double iou = intersection / union_;
+            if (iou > 0.5) {
+                stats[STAT_IOU * n_categories + category] += iou;
+                stats[STAT_TP * n_categories + category] += 1;
+                pred_matched[j] = matched = 1;
+            }
+        }
+        if (!matched)
+            stats[STAT_FN * n_categories + category] += 1;
+    }
+    for (j = 0; j < pred->n; j++) {
+        int64_t category = pred->category[j], crowd_row = crowd_row_of_category[category];
+        if (pred_matched[j])
+            continue;
+        /* Ignored when more than half of it lies on GT void and its category's crowd region. */
+        int64_t on_void_or_crowd = counts[j + 1] + (crowd_row >= 0 ? counts[(crowd_row + 1) * columns + j + 1] : 0);
+        if (!((double)on_void_or_crowd / (double)pred_area[j + 1] > 0.5))
+            stats[STAT_FP * n_categories + category] += 1;
+    }
+done:
+    free(pred_area);
+    free(pred_matched);
+    return status;
+}
+
+PyDoc_STRVAR(pair_stats_doc,
+"pair_stats(gt_data, gt_channels, gt_ids, pred_data, pred_channels, pred_ids, width, height,\n"
+"           gt_category, gt_iscrowd, gt_area, pred_category, crowd_category, crowd_row, stats) -> bool\n"
+"--\n\n"
+"PQ statistics of one image: pair_counts, then the matching of pq.match_segments, into `stats` (float64,\n"
+"4 x number of categories: IoU sum, TP, FP, FN). Categories are int64 indices, gt_iscrowd bool, gt_area\n"
+"float64 (the JSON's areas), crowd_category/crowd_row (int64) each category's crowd region (a GT row).\n"
+"Returns False, with `stats` unusable, where an image has an id it does not declare or a declared\n"
+"segment has no pixel. ValueError(0 or 1, message) as pair_counts.");
+
+static PyObject *pair_stats(PyObject *self, PyObject *args)
+{
+    Py_buffer gt_data, gt_keys, pred_data, pred_keys, gt_category, gt_crowd, gt_area, pred_category, crowd_category,
+        crowd_row, stats;
+    Py_ssize_t width, height, n_categories = 0, i;
+    int gt_channels, pred_channels, status = -1;
+    RowLookup gt, pred;
+    int64_t *counts = NULL, *crowd_row_of_category = NULL;
+    if (!PyArg_ParseTuple(args, "y*iy*y*iy*nny*y*y*y*y*y*w*", &gt_data, &gt_channels, &gt_keys, &pred_data,
+                          &pred_channels, &pred_keys, &width, &height, &gt_category, &gt_crowd, &gt_area,
+                          &pred_category, &crowd_category, &crowd_row, &stats))
+        return NULL;
+    lookup_init(&gt, gt_keys.buf, gt_keys.len / (Py_ssize_t)sizeof(uint32_t));
+    lookup_init(&pred, pred_keys.buf, pred_keys.len / (Py_ssize_t)sizeof(uint32_t));
+    n_categories = stats.len / (4 * (Py_ssize_t)sizeof(double));
+    SegmentTable gt_table = {gt.n_keys, gt_category.buf, gt_crowd.buf, gt_area.buf};
+    SegmentTable pred_table = {pred.n_keys, pred_category.buf, NULL, NULL};
+    Py_ssize_t n_crowd = crowd_category.len / (Py_ssize_t)sizeof(int64_t);
+    int shapes_ok = gt_keys.len % sizeof(uint32_t) == 0 && pred_keys.len % sizeof(uint32_t) == 0 &&
+                    gt.n_keys < 0xFFFF && pred.n_keys < 0xFFFF && n_categories > 0 &&
+                    holds(&stats, 4 * n_categories, sizeof(double)) && holds(&gt_category, gt.n_keys, 8) &&
+                    holds(&gt_crowd, gt.n_keys, 1) && holds(&gt_area, gt.n_keys, 8) &&
+                    holds(&pred_category, pred.n_keys, 8) && holds(&crowd_category, n_crowd, 8) &&
+                    holds(&crowd_row, n_crowd, 8);
+    for (i = 0; shapes_ok && i < gt.n_keys; i++)
+        shapes_ok = gt_table.category[i] >= 0 && gt_table.category[i] < n_categories;
+    for (i = 0; shapes_ok && i < pred.n_keys; i++)
+        shapes_ok = pred_table.category[i] >= 0 && pred_table.category[i] < n_categories;
+    for (i = 0; shapes_ok && i < n_crowd; i++)
+        shapes_ok = ((int64_t *)crowd_category.buf)[i] >= 0 && ((int64_t *)crowd_category.buf)[i] < n_categories &&
+                    ((int64_t *)crowd_row.buf)[i] >= 0 && ((int64_t *)crowd_row.buf)[i] < gt.n_keys;
+    if (!shapes_ok) {
+        PyErr_SetString(PyExc_TypeError, "pair_stats: arrays of the wrong type or size, or indices out of range");
+        goto done;
+    }
+    counts = calloc((size_t)((gt.n_keys + 1) * (pred.n_keys + 1)), sizeof(int64_t));
+    crowd_row_of_category = malloc((size_t)n_categories * sizeof(int64_t));
+    if (!counts || !crowd_row_of_category) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (i = 0; i < n_categories; i++)
+        crowd_row_of_category[i] = -1;
+    for (i = 0; i < n_crowd; i++)
+        crowd_row_of_category[((int64_t *)crowd_category.buf)[i]] = ((int64_t *)crowd_row.buf)[i];
+    if (count_images(&gt_data, gt_channels, &gt, &pred_data, pred_channels, &pred, width, height, counts) < 0)
+        goto done;
+    if (gt.undeclared || pred.undeclared) {
+        status = 1;
+        goto done;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    status = match_counts(counts, &gt_table, &pred_table, crowd_row_of_category, n_categories, stats.buf);
+    Py_END_ALLOW_THREADS
+    if (status < 0)
+        PyErr_NoMemory();
+done:
+    free(counts);
+    free(crowd_row_of_category);
+    PyBuffer_Release(&gt_data);
+    PyBuffer_Release(&gt_keys);
+    PyBuffer_Release(&pred_data);
+    PyBuffer_Release(&pred_keys);
+    PyBuffer_Release(&gt_category);
+    PyBuffer_Release(&gt_crowd);
+    PyBuffer_Release(&gt_area);
+    PyBuffer_Release(&pred_category);
+    PyBuffer_Release(&crowd_category);
+    PyBuffer_Release(&crowd_row);
+    PyBuffer_Release(&stats);
+    if (PyErr_Occurred())
+        return NULL;
+    return PyBool_FromLong(status == 0);
+}
+
 static PyMethodDef methods[] = {
     {"scanlines_to_ids", scanlines_to_ids, METH_VARARGS, scanlines_to_ids_doc},
     {"pair_counts", pair_counts, METH_VARARGS, pair_counts_doc},
+    {"pair_stats", pair_stats, METH_VARARGS, pair_stats_doc},
     {NULL, NULL, 0, NULL},
 };
 

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
 from oanet import _ext
 from oanet.errors import DataError
@@ -138,6 +137,8 @@ def _decode_with_c(data: bytes, name: str | Path) -> Optional[np.ndarray]:
 def _decode_with_pillow(data: bytes, name: str | Path) -> np.ndarray:
     import io
 
+    from PIL import Image, UnidentifiedImageError  # here: `oanet pq` on panoptic PNGs never needs Pillow
+
     if not data:
         raise DataError(f"{name}: empty file (0 bytes), not a PNG")
     try:
@@ -202,6 +203,8 @@ def write_id_png(path: str | Path, ids: np.ndarray) -> None:
         # id2rgb would wrap such ids silently into other segments' colours.
         raise ValueError(f"{path}: segment ids must be in 0..{0xFFFFFF}, got {ids.min()}..{ids.max()}")
     import io
+
+    from PIL import Image
 
     buffer = io.BytesIO()
     Image.fromarray(id2rgb(ids)).save(buffer, format="PNG")

@@ -109,7 +109,8 @@ def inflate_scanlines(data: bytes, name: str | Path) -> Optional[Scanlines]:
     try:
         # A little room past the expected size: with none, inflate grows the buffer to find the end of
         # the stream, and the copy into fresh pages costs as much as the inflating.
-        inflated = _zlib.decompress(b"".join(idat), bufsize=size + 64)
+        stream = idat[0] if len(idat) == 1 else b"".join(idat)  # one IDAT (small PNGs): no copy
+        inflated = _zlib.decompress(stream, bufsize=size + 64)
     except _zlib.error as exc:
         raise DataError(f"{name}: corrupt PNG image data ({exc})") from None
     if len(inflated) < size:  # more is tolerated, as libpng does

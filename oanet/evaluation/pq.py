@@ -170,7 +170,7 @@ def parse_segments(ann: Mapping, categories: Categories, role: str, with_area: b
 
     problem = None
     bad_ids = ids[(ids <= 0) | (ids > MAX_SEGMENT_ID)]
-    position = np.searchsorted(categories.ids, category_ids).clip(max=len(categories) - 1)
+    position = np.minimum(np.searchsorted(categories.ids, category_ids), len(categories) - 1)
     known = categories.ids[position] == category_ids
     if bad_ids.size:
         problem = f"segment ids {bad_ids[:10].tolist()} outside 1..{MAX_SEGMENT_ID} (0 is VOID)"

@@ -62,7 +62,8 @@ def precisions_for(device: torch.device, names: list) -> list:
     return names
 
 
-def run_phases(setup: dict, budget_s: float, selected: int) -> dict:
+def run_phases(setup: dict, budget_s: float, selected: int, save=lambda results: None) -> dict:
+    """Every phase in turn; ``save(results)`` after each, so a run cut short keeps what it measured."""
     device = torch.device(setup["device"])
     start = time.perf_counter()
     results: dict = {"setup": setup, "train": {}, "inference": {}, "skipped": [], "errors": {}}
@@ -83,8 +84,9 @@ def run_phases(setup: dict, budget_s: float, selected: int) -> dict:
         finally:
             if device.type == "cuda":
                 torch.cuda.empty_cache()
-        print(f"{part} {precision} done at {time.perf_counter() - start:.0f} s", flush=True)
-    results["seconds"] = time.perf_counter() - start
+        results["seconds"] = time.perf_counter() - start
+        save(results)
+        print(f"{part} {precision} done at {results['seconds']:.0f} s", flush=True)
     return results
 
 
@@ -159,9 +161,12 @@ def main(argv=None) -> int:
     print(json.dumps(env, indent=2), flush=True)
     if args.env_only:
         return 0
-    results = run_phases(setup, args.budget_s, args.selected)
-    (out / "results.json").write_text(json.dumps({"env": env, **results}, indent=2))
-    (out / "summary.md").write_text(summary(env, results))
+    def save(results: dict) -> None:
+        (out / "results.json").write_text(json.dumps({"env": env, **results}, indent=2))
+        (out / "summary.md").write_text(summary(env, results))
+
+    results = run_phases(setup, args.budget_s, args.selected, save)
+    save(results)
     print(summary(env, results), flush=True)
     return 1 if results["errors"] else 0
 

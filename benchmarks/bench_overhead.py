@@ -437,6 +437,9 @@ def measure_inference(oanet: OANet, maskrcnn: MaskRCNN, preset: Preset, precisio
         "seconds": times,
         "median_s": med,
         "ratio_oanet_over_maskrcnn": med["oanet"] / med["maskrcnn"],
+        # The measure: SRM ranking + fusion of both orders as a share of OANet's inference.
+        "srm_plus_fusion_share": (breakdown["oanet"]["srm_ranking"] + breakdown["oanet"]["fusion_both_orders"])
+        / med["oanet"],
         "gflops": flops,
         "gflops_ratio": flops["oanet"] / flops["maskrcnn"],
         "detections": int(out["boxes"].shape[0]),
@@ -485,6 +488,7 @@ def summary_lines(report: dict) -> list[str]:
         lines.append("  oanet train parts (forward + backward): "
                      + ", ".join(f"{k} {v:.4f}" for k, v in report["train"]["oanet_parts_s"].items()))
     if "inference" in report:
+        lines.append(f"  SRM + fusion (both orders) share of OANet inference: {report['inference']['srm_plus_fusion_share']:.3f}")
         for name, parts in report["inference"]["breakdown_s"].items():
             lines.append(f"  {name} parts: " + ", ".join(f"{k} {v:.4f}" for k, v in parts.items()))
     return lines

@@ -118,13 +118,14 @@ def summary(env: dict, results: dict) -> str:
     lines += [
         "",
         "| inference, 1 image | Mask R-CNN s/image | OANet s/image (+ fusion, both orders) | ratio | "
-        "peak GiB Mask R-CNN | peak GiB OANet |",
-        "|---|---:|---:|---:|---:|---:|",
+        "SRM + fusion share | peak GiB Mask R-CNN | peak GiB OANet |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for precision, r in results["inference"].items():
         m, mem = r["median_s"], r["peak_memory_bytes"]
         lines.append(f"| {precision} ({r['detections']} detections, {r['selected']} fused) | {m['maskrcnn']:.4f} | "
-                     f"{m['oanet']:.4f} | {r['ratio_oanet_over_maskrcnn']:.3f} | {_gib(mem['maskrcnn'])} | {_gib(mem['oanet'])} |")
+                     f"{m['oanet']:.4f} | {r['ratio_oanet_over_maskrcnn']:.3f} | {r['srm_plus_fusion_share']:.1%} | "
+                     f"{_gib(mem['maskrcnn'])} | {_gib(mem['oanet'])} |")
     lines.append(f"\nFor scale: detectron2's Panoptic FPN R50 1x, {DETECTRON2_PANOPTIC_FPN_R50_S} s/image on a V100.")
     for precision, r in results["inference"].items():
         lines.append(f"\nOANet inference parts, {precision} (s): "

@@ -257,3 +257,15 @@ def test_oracle_predictor_adds_an_order_and_leaves_the_others_alone(tiny_checkpo
     assert pasted > 0  # the random tiny model detects (threshold 0): the check above is not vacuous
     with pytest.raises(DataError, match="image's id"):
         oracle(test_images[0])
+
+
+def test_demo_report_sentence_states_the_srm_share_of_the_oracle_gain():
+    from oanet.engine.demo import oracle_sentence
+
+    def pq(score, srm, oracle):
+        return {f"{o}_order": {"Things": {"pq": v}} for o, v in (("score", score), ("srm", srm), ("oracle", oracle))}
+
+    assert "the SRM recovers **40%** of the PQ_th that a perfect order would add" in \
+        oracle_sentence(pq(0.60, 0.64, 0.70)).replace("The SRM", "the SRM")
+    assert "undefined" in oracle_sentence(pq(0.6, 0.6, 0.6))
+    assert "not computed: no instances" in oracle_sentence({"score_order": {}, "srm_order": {}}, "no instances")

@@ -68,6 +68,20 @@ def test_srm_trained_alone_is_the_jointly_trained_srm(bench, tmp_path):
     assert not all(torch.equal(moved[k], joint[k]) for k in moved)
 
 
+def test_the_srm_does_not_change_the_rest_of_the_network(bench, tmp_path):
+    """Why every ablation network trains with the SRM on: without it, every other weight would be the same,
+    so the score order of a network with the SRM is the paper's SRM-less baseline."""
+    from oanet.engine.train import train
+
+    cfg = quick_config(bench, tmp_path / "with", max_iter=2)
+    without = dataclasses.replace(cfg, output_dir=str(tmp_path / "without"), model=dataclasses.replace(
+        cfg.model, srm=dataclasses.replace(cfg.model.srm, enabled=False)))
+    a = torch.load(train(cfg)["final_model"], weights_only=True)["model"]
+    b = torch.load(train(without)["final_model"], weights_only=True)["model"]
+    assert set(a) - set(b) == {k for k in a if k.startswith("srm.")} and set(b) <= set(a)
+    assert all(torch.equal(a[k], b[k]) for k in b)
+
+
 def test_srm_on_predicted_masks_trains_on_the_network_detections(bench, tmp_path):
     from oanet.engine.srm_training import SRMVariant, initial_srm, load_srm, train_srms
     from oanet.engine.train import train

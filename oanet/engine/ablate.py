@@ -196,8 +196,12 @@ class Ablation:
 
     def __init__(self, out_dir: Path, data_dir: Path, preset: Path, plan: dict, quick: bool,
                  log: Callable[[str], None]) -> None:
-        self.out_dir, self.data_dir, self.preset, self.plan, self.quick, self.log = \
-            out_dir, data_dir, preset, plan, quick, log
+        self.out_dir = out_dir
+        self.data_dir = data_dir
+        self.preset = preset
+        self.plan = plan
+        self.quick = quick
+        self.log = log
         self._truth = None
 
     def run_dir(self, network: str, seed: int) -> Path:
@@ -243,6 +247,7 @@ class Ablation:
 
     def evaluate(self, checkpoint: Path, eval_dir: Path, srm_file: Optional[Path] = None) -> dict:
         """PQ of the three orders of one network (ranking with ``srm_file`` when given)."""
+        from oanet.engine.demo import benchmark_split
         from oanet.engine.evaluate import evaluate
         from oanet.engine.oracle import OraclePredictor
         from oanet.engine.predictor import Predictor
@@ -252,8 +257,10 @@ class Ablation:
         if srm_file is not None:
             with_srm(predictor.model, load_srm(srm_file))
         oracle = OraclePredictor(predictor, self.truth())
-        evaluation = evaluate(oracle, predictor.cfg.data.val, eval_dir, workers=0 if self.quick else None,
-                              orders=oracle.orders, progress=not self.quick)
+        # The benchmark as found now (not the paths in the checkpoint: the folder may have moved).
+        split = benchmark_split(self.data_dir, "val")
+        evaluation = evaluate(oracle, split, eval_dir, workers=0 if self.quick else None, orders=oracle.orders,
+                              progress=not self.quick)
         return {order: {g: evaluation.results[order][g] for g in ("All", "Things", "Stuff")}
                 for order in evaluation.results}
 

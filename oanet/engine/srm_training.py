@@ -161,46 +161,57 @@ def train_srms(
     Returns ``{name: {"path", "loss" (mean of the last 20 iterations), "iterations"}}``. A killed
     call starts again from iteration 0 (it takes seconds to minutes).
     """
-    from oanet.engine.data import GlobalBatchSampler, aspect_ratio_groups, num_accumulation_chunks, split_chunks
     from oanet.data.dataset import collate
-    from oanet.engine.train import (
-        build_optimizer,
-        build_train_dataset,
-        chunk_seed,
-        lr_at,
-        schedule_of,
-        set_lr,
-        with_num_classes,
-    )
+    from oanet.engine.checkpoint import atomic_save
+    from oanet.engine.data import GlobalBatchSampler, aspect_ratio_groups
+    from oanet.engine.train import build_train_dataset, with_num_classes
 
     variants = list(variants)
     if not variants:
         return {}
-    solver = cfg.solver
-    if solver.clip_grad_norm > 0:
+    if cfg.solver.clip_grad_norm > 0:
         raise ConfigError("solver.clip_grad_norm > 0 couples the SRM to the other parameters: it cannot be trained alone")
-    predicted = [v for v in variants if v.masks == "predicted"]
-    dataset = build_train_dataset(cfg)
-    cfg = with_num_classes(cfg, dataset.label_space, cfg.data.train.panoptic_json)
+    predicted = [v.name for v in variants if v.masks == "predicted"]
+    if predicted and network_checkpoint is None:
+        raise ConfigError(f"SRM variant(s) {predicted} learn from predicted masks: give the network's checkpoint")
+    base = build_train_dataset(cfg)
+    cfg = with_num_classes(cfg, base.label_space, cfg.data.train.panoptic_json)
     network = None
     if predicted:
-        if network_checkpoint is None:
-            raise ConfigError(f"SRM variant(s) {[v.name for v in predicted]} learn from predicted masks: give the network")
         from oanet.engine.checkpoint import load_model_from_checkpoint
 
         network = load_model_from_checkpoint(network_checkpoint, device="cpu")[0].eval()
-        dataset = VisibleThingDataset(dataset)
-
-    num_classes, stride = cfg.model.num_thing_classes, cfg.model.srm.stride
+    groups = aspect_ratio_groups(base.aspect_ratios()) if cfg.data.aspect_ratio_grouping else [0] * len(base)
+    sampler = GlobalBatchSampler(groups, cfg.solver.ims_per_batch, cfg.seed, max_iter=cfg.solver.max_iter)
+    loader = torch.utils.data.DataLoader(VisibleThingDataset(base) if predicted else base, batch_sampler=sampler,
+                                         num_workers=cfg.data.num_workers, collate_fn=collate)
     srms = {v.name: initial_srm(cfg, v.kernel).train() for v in variants}
-    transform = _training_transform(cfg)
+    recent = _train_loop(cfg, variants, srms, loader, network, progress)
+
+    summary = {}
+    for variant in variants:
+        path = srm_path(out_dir, variant.name)
+        atomic_save({"model": srms[variant.name].state_dict(), "kernel": variant.kernel, "masks": variant.masks,
+                     "iterations": cfg.solver.max_iter, "num_thing_classes": cfg.model.num_thing_classes,
+                     "stride": cfg.model.srm.stride, "loss_weight": cfg.model.srm.loss_weight,
+                     "config": to_dict(cfg)}, path)
+        loss = float(np.mean(recent[variant.name])) if recent[variant.name] else float("nan")
+        summary[variant.name] = {"path": str(path), "loss": loss, "iterations": cfg.solver.max_iter}
+        log(f"SRM {variant.name} ({variant.kernel}, {variant.masks} masks): loss {loss:.4f} -> {path}")
+    return summary
+
+
+def _train_loop(cfg: Config, variants: Sequence[SRMVariant], srms: dict, loader, network, progress: bool) -> dict:
+    """The trainer's iteration, SRMs only: LR, chunks weighted by their share of the batch, seeds per
+    chunk before the resize draws its size. Returns each SRM's last 20 iteration losses."""
+    from oanet.engine.data import num_accumulation_chunks, split_chunks
+    from oanet.engine.train import build_optimizer, chunk_seed, lr_at, schedule_of, set_lr
+
+    solver = cfg.solver
     optimizers = {name: build_optimizer(srm, solver) for name, srm in srms.items()}
     schedule = schedule_of(solver)
-    base = dataset.dataset if isinstance(dataset, VisibleThingDataset) else dataset
-    groups = aspect_ratio_groups(base.aspect_ratios()) if cfg.data.aspect_ratio_grouping else [0] * len(base)
-    sampler = GlobalBatchSampler(groups, solver.ims_per_batch, cfg.seed, max_iter=solver.max_iter)
-    loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.data.num_workers,
-                                         collate_fn=collate)
+    transform = _training_transform(cfg)
+    sources = {v.masks for v in variants}
     chunks_per_rank = num_accumulation_chunks(solver.ims_per_batch, 1, solver.ims_per_device)
     recent: dict[str, list[float]] = {name: [] for name in srms}
     with Progress(total=solver.max_iter, desc="train SRMs", unit="it", disable=not progress) as bar:
@@ -210,23 +221,14 @@ def train_srms(
                 set_lr(optimizer, lr)
                 optimizer.zero_grad(set_to_none=True)
             share = len(batch_images)
-            chunk_size = math.ceil(share / chunks_per_rank)
+            size = math.ceil(share / chunks_per_rank)
             losses = {name: 0.0 for name in srms}
-            for c, (images, targets) in enumerate(zip(split_chunks(batch_images, chunk_size),
-                                                      split_chunks(batch_targets, chunk_size))):
-                inputs = {}
-                seed = chunk_seed(cfg.seed, iteration, c)
-                if len(predicted) < len(variants):
-                    torch.manual_seed(seed)  # the joint run seeds here, before its transform draws a size
-                    inputs["gt"] = occupancy_and_targets(transform, images, targets, num_classes, stride)
-                if predicted:
-                    boxes = predicted_instances(network, images, targets, cfg.model.fusion.score_thresh)
-                    torch.manual_seed(seed)  # the same size draw as the ground truth's
-                    inputs["predicted"] = occupancy_and_targets(transform, images, boxes, num_classes, stride)
+            for c, (images, targets) in enumerate(zip(split_chunks(batch_images, size), split_chunks(batch_targets, size))):
+                inputs = _chunk_inputs(cfg, transform, network, images, targets, sources,
+                                       chunk_seed(cfg.seed, iteration, c))
                 for variant in variants:
-                    occupancy, srm_targets = inputs[variant.masks]
                     srm = srms[variant.name]
-                    loss = srm.loss(srm(occupancy), srm_targets)
+                    loss = srm.loss(srm(inputs[variant.masks][0]), inputs[variant.masks][1])
                     (loss * (len(images) / share)).backward()
                     losses[variant.name] += float(loss.detach()) * (len(images) / share)
             for name, optimizer in optimizers.items():
@@ -234,19 +236,21 @@ def train_srms(
                 recent[name] = (recent[name] + [losses[name]])[-20:]
             bar.update(1)
             bar.set_postfix(**{name: f"{recent[name][-1]:.3f}" for name in srms})
+    return recent
 
-    summary = {}
-    from oanet.engine.checkpoint import atomic_save
 
-    for variant in variants:
-        path = srm_path(out_dir, variant.name)
-        atomic_save({"model": srms[variant.name].state_dict(), "kernel": variant.kernel, "masks": variant.masks,
-                     "iterations": solver.max_iter, "num_thing_classes": num_classes, "stride": stride,
-                     "loss_weight": cfg.model.srm.loss_weight, "config": to_dict(cfg)}, path)
-        loss = float(np.mean(recent[variant.name])) if recent[variant.name] else float("nan")
-        summary[variant.name] = {"path": str(path), "loss": loss, "iterations": solver.max_iter}
-        log(f"SRM {variant.name} ({variant.kernel}, {variant.masks} masks): loss {loss:.4f} -> {path}")
-    return summary
+def _chunk_inputs(cfg: Config, transform, network, images: list, targets: list, sources: set, seed: int) -> dict:
+    """``{"gt" | "predicted": (occupancy, SRM target)}`` for one chunk of images."""
+    num_classes, stride = cfg.model.num_thing_classes, cfg.model.srm.stride
+    inputs = {}
+    if "gt" in sources:
+        torch.manual_seed(seed)  # the joint run seeds here, before its transform draws a size
+        inputs["gt"] = occupancy_and_targets(transform, images, targets, num_classes, stride)
+    if "predicted" in sources:
+        detected = predicted_instances(network, images, targets, cfg.model.fusion.score_thresh)
+        torch.manual_seed(seed)  # the same size draw as the ground truth's
+        inputs["predicted"] = occupancy_and_targets(transform, images, detected, num_classes, stride)
+    return inputs
 
 
 def _training_transform(cfg: Config) -> torch.nn.Module:

@@ -226,6 +226,18 @@ def test_a_changed_time_budget_is_refused(tmp_path):
         load_or_make_plan(tmp_path, Path("unused"), Path("unused"), None, True, print)
 
 
+def test_a_continued_ablation_keeps_its_benchmark(tmp_path):
+    from oanet.engine.ablate import planned_data_dir
+
+    assert planned_data_dir(tmp_path, None) == tmp_path / "data"
+    assert planned_data_dir(tmp_path, "elsewhere") == Path("elsewhere")
+    (tmp_path / "plan.json").write_text(json.dumps({"data_dir": str(tmp_path / "bench")}))
+    assert planned_data_dir(tmp_path, None) == tmp_path / "bench"
+    assert planned_data_dir(tmp_path, tmp_path / "bench") == tmp_path / "bench"
+    with pytest.raises(ConfigError, match="runs on the benchmark in"):
+        planned_data_dir(tmp_path, tmp_path / "other")
+
+
 # --------------------------------------------------------------------------------------------
 # end to end
 

@@ -169,7 +169,7 @@ def load_or_make_plan(out_dir: Path, preset: Path, data_dir: Path, minutes: Opti
         return plan
     cfg = network_config(preset, NETWORK_BY_NAME["base"], 0, data_dir, out_dir / "calibration", quick, None)
     plan = {"preset": preset.name, "quick": quick, "minutes_per_run": minutes, "max_iter": cfg.solver.max_iter,
-            "seconds_per_iter": None}
+            "seconds_per_iter": None, "data_dir": str(data_dir.resolve())}
     if minutes is not None:
         if minutes <= 0:
             raise ConfigError(f"--minutes-per-run must be positive, got {minutes}")
@@ -185,6 +185,19 @@ def load_or_make_plan(out_dir: Path, preset: Path, data_dir: Path, minutes: Opti
         log(f"{seconds:.2f} s/iteration -> {plan['max_iter']} iterations per network")
     write_json_atomic(path, plan, indent=2)
     return plan
+
+
+def planned_data_dir(out_dir: Path, data_dir: Optional[str | Path]) -> Path:
+    """The benchmark folder: the one the folder's plan was made on (a continued ablation needs no --data
+    and refuses another), else ``data_dir``, else ``OUT/data``."""
+    plan = _read(out_dir / PLAN) or {}
+    if plan.get("data_dir"):
+        planned = Path(plan["data_dir"])
+        if data_dir is not None and Path(data_dir).resolve() != planned:
+            raise ConfigError(f"{out_dir / PLAN}: this ablation runs on the benchmark in {planned}, not {data_dir}; "
+                              "drop --data to continue it, or use another --out")
+        return planned
+    return Path(data_dir) if data_dir is not None else out_dir / "data"
 
 
 # --------------------------------------------------------------------------------------------
@@ -401,7 +414,7 @@ def run_ablation(
         raise ConfigError(f"--minutes-per-run must be positive, got {minutes_per_run}")
     tables = parse_tables(",".join(str(t) for t in tables))
     out_dir = make_dir(out_dir)
-    data_dir = Path(data_dir) if data_dir is not None else out_dir / "data"
+    data_dir = planned_data_dir(out_dir, data_dir)
     ensure_benchmark(data_dir, quick, log, step="")
     preset = find_preset(PRESET)
     plan = load_or_make_plan(out_dir, preset, data_dir, minutes_per_run, quick, log)

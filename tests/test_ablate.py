@@ -286,6 +286,11 @@ def test_a_finished_ablation_is_not_redone(quick_ablation, monkeypatch):
     before = {p: p.stat().st_mtime_ns for p in quick_ablation.glob("runs/*/seed*/result*.json")}
     outcome = run_ablation(quick_ablation, quick=True, log=lambda m: None)
     assert outcome["skipped"] == outcome["steps"] == 15
+    # Fewer tables: those steps only, all done.
+    assert run_ablation(quick_ablation, tables=[5], quick=True, log=lambda m: None)["steps"] == 5
+    assert json.loads((quick_ablation / "plan.json").read_text())["tables"] == [5]
+    # Without --tables, a continued ablation keeps the folder's last choice.
+    assert run_ablation(quick_ablation, quick=True, log=lambda m: None)["steps"] == 5
     assert {p: p.stat().st_mtime_ns for p in quick_ablation.glob("runs/*/seed*/result*.json")} == before
 
 

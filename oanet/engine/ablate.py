@@ -359,11 +359,14 @@ def write_report(ablation: Ablation, table_numbers: Sequence[int], seeds: int, c
                   for seed in range(seeds)
                   if (rec := _read(ablation.result_path(Step("srms", seed)))) is not None}
     done = sum(1 for key in records if key[2] < seeds)
+    minutes = sum(float(r.get("minutes", 0.0)) for r in records.values()) + \
+        sum(float(r.get("minutes", 0.0)) for r in map(_read, (ablation.out_dir / "runs").glob("*/seed*/srms/summary.json")))
     header = [
         "# Ablations on the synthetic occlusion benchmark",
         "",
         f"`{command}`: preset `{plan['preset']}`, {plan['max_iter']} iterations per network, "
-        f"{seeds} seed(s), benchmark `{ablation.data_dir}`; {done} evaluation(s) done. Machine: {machine()}.",
+        f"{seeds} seed(s), benchmark `{ablation.data_dir}`; {done} evaluation(s) done in {minutes:.0f} min of steps. "
+        f"Machine: {machine()}.",
         "",
     ]
     if plan.get("quick"):
@@ -394,7 +397,7 @@ def _read(path: Path) -> Optional[dict]:
 
 def run_ablation(
     out_dir: str | Path,
-    tables: Sequence[int] = tables_mod.TABLE_NUMBERS,
+    tables: Optional[Sequence[int]] = None,
     seeds: Optional[int] = None,
     minutes_per_run: Optional[float] = None,
     data_dir: Optional[str | Path] = None,
@@ -402,22 +405,31 @@ def run_ablation(
     log: Optional[Callable[[str], None]] = None,
     command: str = "oanet ablate",
 ) -> dict:
-    """Run (or continue) an ablation in ``out_dir``; returns ``{"md", "json", "steps", "skipped"}``."""
+    """Run (or continue) an ablation in ``out_dir``; returns ``{"md", "json", "steps", "skipped"}``.
+
+    ``tables`` and ``seeds`` default to what the folder was last run with, else all tables and 2 seeds
+    (1 with ``quick``).
+    """
     from oanet.engine.demo import ensure_benchmark, find_preset
     from oanet.progress import Progress
 
     log = log or (lambda message: print(message, file=sys.stderr, flush=True))
-    seeds = (1 if quick else 2) if seeds is None else int(seeds)
-    if seeds < 1:
+    if seeds is not None and int(seeds) < 1:
         raise ConfigError(f"--seeds must be >= 1, got {seeds}")
     if minutes_per_run is not None and minutes_per_run <= 0:
         raise ConfigError(f"--minutes-per-run must be positive, got {minutes_per_run}")
-    tables = parse_tables(",".join(str(t) for t in tables))
+    if tables is not None:
+        tables = parse_tables(",".join(str(t) for t in tables))
     out_dir = make_dir(out_dir)
     data_dir = planned_data_dir(out_dir, data_dir)
     ensure_benchmark(data_dir, quick, log, step="")
     preset = find_preset(PRESET)
     plan = load_or_make_plan(out_dir, preset, data_dir, minutes_per_run, quick, log)
+    tables = list(tables if tables is not None else plan.get("tables", tables_mod.TABLE_NUMBERS))
+    seeds = int(seeds if seeds is not None else plan.get("seeds", 1 if quick else 2))
+    if (plan.get("tables"), plan.get("seeds")) != (tables, seeds):
+        plan.update(tables=tables, seeds=seeds)
+        write_json_atomic(out_dir / PLAN, plan, indent=2)
     ablation = Ablation(out_dir, data_dir, preset, plan, quick, log)
     steps = plan_steps(tables, seeds)
     skipped = 0

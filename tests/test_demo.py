@@ -78,8 +78,12 @@ def test_demo_quick_writes_report_with_both_orders(demo):
     assert "PQ (score)" in md and "PQ (SRM)" in md and "ΔPQ" in md
     assert (demo / "loss.png").is_file() and "![training loss](loss.png)" in md
     assert report["run"]["iterations"] == 2
+    # The oracle order (true depth) comes from the same evaluation; the report states the SRM's share of it.
+    assert_pq_dict(report["oracle_order"])
+    assert "srm_share_of_oracle_gain" in report and "perfect order" in md
     # The evaluation outputs behind the report.
-    assert json.loads((demo / "eval" / "results.json").read_text()).keys() == {"score_order", "srm_order"}
+    assert json.loads((demo / "eval" / "results.json").read_text()).keys() == {"score_order", "srm_order",
+                                                                                "oracle_order"}
     assert_valid_panoptic_output(demo / "eval" / "srm_order" / "panoptic.json", expected_images=3)
 
 

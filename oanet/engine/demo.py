@@ -2,10 +2,12 @@
 
 1. generate the synthetic occlusion benchmark (unless the data folder already holds one);
 2. train the CPU preset (``synthetic_cpu.yaml``) on its train split;
-3. evaluate on its val split, pasting instances by detection score (the heuristic) and by the SRM
-   ranking score, from one forward pass per image;
-4. write ``report.md`` (PQ table, loss curve, overlays where the two orders differ most) and
-   ``report.json`` (``score_order`` / ``srm_order`` in the format of ``oanet pq --output``).
+3. evaluate on its val split, pasting instances by detection score (the heuristic), by the SRM
+   ranking score and in the true depth order of the scene (the oracle, :mod:`oanet.evaluation.oracle`),
+   from one forward pass per image;
+4. write ``report.md`` (PQ table, the SRM's share of the PQ_th a perfect order would add, loss curve,
+   overlays where the two orders differ most) and ``report.json`` (``score_order`` / ``srm_order`` /
+   ``oracle_order`` in the format of ``oanet pq --output``).
 
 Running it again in the same folder resumes training where it stopped and re-evaluates.
 
@@ -13,7 +15,7 @@ Layout of ``out_dir``::
 
     data/            the benchmark (unless --data names another folder)
     train/           checkpoints, metrics.jsonl, config.yaml (the trainer's output folder)
-    eval/            predictions of both orders, results.json, order_differences.json
+    eval/            predictions of the three orders, results.json, order_differences.json
     loss.png, overlays/<image>.jpg, report.md, report.json
 """
 
@@ -93,10 +95,10 @@ def has_benchmark(data_dir: Path) -> bool:
     return all(Path(benchmark_split(data_dir, s).panoptic_json).is_file() for s in ("train", "val"))
 
 
-def ensure_benchmark(data_dir: Path, quick: bool, log=print) -> None:
-    """Generate the benchmark into ``data_dir`` unless it is already there."""
+def ensure_benchmark(data_dir: Path, quick: bool, log=print, step: str = "[1/4] ") -> None:
+    """Generate the benchmark into ``data_dir`` unless it is already there (``step`` prefixes the log)."""
     if has_benchmark(data_dir):
-        log(f"[1/4] using the benchmark in {data_dir}")
+        log(f"{step}using the benchmark in {data_dir}")
         return
     if data_dir.exists() and not data_dir.is_dir():
         raise DataError(f"{data_dir}: exists and is not a folder; pass --data with a benchmark folder or a new one")
@@ -107,7 +109,7 @@ def ensure_benchmark(data_dir: Path, quick: bool, log=print) -> None:
         )
     from oanet.data.synthetic import generate_dataset
 
-    log(f"[1/4] generating the synthetic occlusion benchmark in {data_dir}")
+    log(f"{step}generating the synthetic occlusion benchmark in {data_dir}")
     if quick:
         generate_dataset(data_dir, train=QUICK_DATA["train"], val=QUICK_DATA["val"], size=QUICK_DATA["size"], seed=0)
     else:
@@ -271,10 +273,14 @@ def write_report(
 ) -> tuple[Path, Path]:
     """report.md and report.json in ``out_dir``; returns their paths."""
     from oanet.engine.evaluate import format_comparison_markdown
+    from oanet.evaluation.oracle import oracle_share
 
     score, srm = results["score_order"], results["srm_order"]
     diff = difference_dict(score, srm)
     report_json = {"score_order": score, "srm_order": srm, "difference": diff, "run": dict(run)}
+    if "oracle_order" in results:
+        report_json["oracle_order"] = results["oracle_order"]
+        report_json["srm_share_of_oracle_gain"] = oracle_share(results)  # PQ_th; None when undefined
     json_path = out_dir / "report.json"
     json_path.write_text(json.dumps(report_json, indent=2))
 
@@ -295,6 +301,8 @@ def write_report(
         format_comparison_markdown(score, srm),
         "",
         verdict,
+        "",
+        oracle_sentence(results, run.get("no_oracle")),
         "",
         "Both orders paste the same detections over the same stuff prediction; only the order in which "
         "overlapping instances are pasted differs (detection score vs. the Eq. 3 ranking score). "
@@ -360,13 +368,16 @@ def run_demo(
 
     cfg, summary = train_for(cfg, minutes, log)
 
-    log("[3/4] evaluating both fusion orders on the val split")
+    log("[3/4] evaluating both fusion orders (and the oracle order) on the val split")
     started = time.perf_counter()
     checkpoint = Path(summary["final_model"])
     predictor = Predictor.from_checkpoint(checkpoint, order="both")
+    evaluator, no_oracle = with_oracle(predictor, predictor.cfg.data.val)
+    if no_oracle:
+        log(f"      no oracle order: {no_oracle}")
     eval_dir = out_dir / "eval"
-    evaluation = evaluate(predictor, predictor.cfg.data.val, eval_dir, workers=None if not quick else 0,
-                          keep_most_different=NUM_OVERLAYS)
+    evaluation = evaluate(evaluator, predictor.cfg.data.val, eval_dir, workers=None if not quick else 0,
+                          keep_most_different=NUM_OVERLAYS, orders=evaluator.orders)
     results = evaluation.results
     eval_minutes = (time.perf_counter() - started) / 60
     log(format_comparison(results["score_order"], results["srm_order"]))
@@ -390,11 +401,42 @@ def run_demo(
         "checkpoint": str(checkpoint),
         "eval_dir": str(eval_dir),
         "images_with_different_maps": sum(1 for d in evaluation.differences.values() if d > 0),
+        "no_oracle": no_oracle,
     }
     md_path, json_path = write_report(out_dir, results, run, loss_plot,
                                       list(zip(pictures, [d for _, _, d in evaluation.most_different])))
     log(f"wrote {md_path} and {json_path}")
     return {"report_md": str(md_path), "report_json": str(json_path), "results": results}
+
+
+def with_oracle(predictor, split: SplitConfig) -> tuple[Any, Optional[str]]:
+    """``predictor`` with the oracle order added (:class:`~oanet.engine.oracle.OraclePredictor`) when the
+    split's instances annotate depth; else ``predictor`` itself and the reason, as one line."""
+    from oanet.engine.oracle import OraclePredictor
+    from oanet.evaluation.oracle import DepthTruth
+
+    if split.instances_json is None:
+        return predictor, "the val split has no instances JSON (the true depth comes from it)"
+    try:
+        return OraclePredictor(predictor, DepthTruth(split.instances_json)), None
+    except (DataError, FileNotFoundError) as exc:
+        return predictor, str(exc)
+
+
+def oracle_sentence(results: Mapping[str, Mapping], no_oracle: Optional[str] = None) -> str:
+    """The report's line on how much of a perfect order's PQ_th gain the SRM recovers."""
+    from oanet.evaluation.oracle import oracle_share
+
+    if "oracle_order" not in results:
+        return f"The oracle order was not computed: {no_oracle or 'no depth annotations'}."
+    score, srm, oracle = (100 * float(results[f"{o}_order"]["Things"]["pq"]) for o in ("score", "srm", "oracle"))
+    share = oracle_share(results)
+    where = (f"Pasting the same detections in the true depth order of the scene (the oracle: detections matched "
+             f"to the annotated instances by mask IoU) gives PQ_th **{oracle:.2f}** (heuristic {score:.2f}, "
+             f"SRM {srm:.2f}). ")
+    if share is None:
+        return where + "A perfect order adds nothing over the heuristic here, so the SRM's share of it is undefined."
+    return where + f"The SRM recovers **{100 * share:.0f}%** of the PQ_th that a perfect order would add."
 
 
 def _count_images(panoptic_json: str) -> int:

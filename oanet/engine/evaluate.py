@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, Sequence
 
 from oanet.config import SplitConfig
 from oanet.errors import DataError, make_dir
@@ -114,7 +114,7 @@ def check_label_space(label_space, gt_json: Path) -> None:
 class Evaluation:
     """What :func:`evaluate` measured (on rank 0; ``results`` is None on the other ranks)."""
 
-    results: Optional[dict]  # {"score_order": <pq dict>, "srm_order": <pq dict>}
+    results: Optional[dict]  # {"score_order": <pq dict>, "srm_order": <pq dict>, ...one per order}
     differences: dict = field(default_factory=dict)  # file name -> share of pixels the orders disagree on
     most_different: list = field(default_factory=list)  # (ImageItem, {order: PanopticResult}, difference)
     out_dir: Optional[Path] = None
@@ -131,13 +131,16 @@ def evaluate(
     loader_threads: int = 2,
     keep_most_different: int = 0,
     progress: bool = True,
+    orders: Sequence[str] = ORDERS,
 ) -> Evaluation:
     """Run ``predictor`` over ``split``, fuse every image in both orders, score both with PQ.
 
     Writes the predictions, ``results.json`` and ``order_differences.json`` under ``out_dir`` (see
     the module doc). Under torchrun the images are sharded over the ranks; the files and numbers are
     those of one process. ``keep_most_different`` keeps that many images (pixels and results) where
-    the orders differ most, for reports.
+    the orders differ most, for reports. ``orders`` may add orders a predictor provides besides the
+    two (e.g. ``"oracle"`` of :class:`oanet.engine.oracle.OraclePredictor`); each gets its folder
+    and its ``<order>_order`` entry in the results.
     """
     from oanet.engine.inference import ImageFiles, current_ranks, run_inference
     from oanet.engine.sinks import OrderDifferences, PanopticJsonWriter, PanopticQuality
@@ -156,12 +159,15 @@ def evaluate(
         if ranks.is_main:
             _restrict_ground_truth(gt_json, set(files.image_ids), evaluated_gt)
 
-    writers = [PanopticJsonWriter(out_dir / order_dir_name(o), o, predictor.label_space) for o in ORDERS]
+    missing = [o for o in ORDERS if o not in orders]
+    if missing:
+        raise ValueError(f"evaluate compares the score and SRM orders; orders lacks {missing}")
+    writers = [PanopticJsonWriter(out_dir / order_dir_name(o), o, predictor.label_space) for o in orders]
     sinks = [*writers, OrderDifferences(out_dir / "order_differences.json", keep=keep_most_different),
              PanopticQuality(writers, evaluated_gt, gt_dir, workers=workers, progress=progress)]
     mine = ranks.shard(len(files))
     outcome = run_inference(predictor, files.items(mine, loader_threads), sinks, total=len(mine),
-                            batch_size=batch_size, orders=ORDERS, progress=progress, desc="evaluate", ranks=ranks)
+                            batch_size=batch_size, orders=tuple(orders), progress=progress, desc="evaluate", ranks=ranks)
     ranks.barrier()
     if not ranks.is_main:
         return Evaluation(results=None, out_dir=out_dir)

@@ -3,10 +3,12 @@
 Rules (paper §3.2 and §4.2, the usual Mask R-CNN + semantic heuristic):
 
 1. The detections the model selected (detection score >= ``score_thresh``, the same ones the SRM
-   ranked) are binarised at 0.5 and pasted in descending order of ``order_scores`` (detection scores for the heuristic, Eq. 3 ranking scores for the SRM).
+   ranked) are binarised at 0.5 and pasted in descending order of ``order_scores`` (detection scores
+   for the heuristic, Eq. 3 ranking scores for the SRM, or a caller's own scores: see :func:`fuse`).
    Within one class the SRM's per-class channel cannot tell instances apart, so the class's ranking
    scores are handed to its instances in detection-score order: the class keeps its positions in the
-   cross-class order, and same-class overlaps are decided by the detection score.
+   cross-class order, and same-class overlaps are decided by the detection score. A caller's own
+   scores rank every instance, so they are used as they are (``per_class=False``).
 2. An instance whose still-unassigned part is smaller than ``overlap_thresh`` of its own area is
    dropped and takes no pixels (so later instances may use them).
 3. Remaining pixels take the stuff branch's argmax when it is a stuff class; pixels whose argmax is a
@@ -23,7 +25,7 @@ per drop instead of one full pass per instance.
 
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 import torch
 from torch import Tensor
@@ -44,15 +46,20 @@ def stuff_area_limit(cfg: FusionConfig, height: int, width: int) -> float:
     return cfg.stuff_area_limit * (min(height, width) / cfg.stuff_area_reference_size) ** 2
 
 
-def paste_order(labels: Tensor, det_scores: Tensor, order_scores: Tensor) -> Tensor:
+def paste_order(labels: Tensor, det_scores: Tensor, order_scores: Tensor, per_class: bool = True) -> Tensor:
     """Indices in pasting order (first = on top), with same-class ties decided by detection score.
 
-    Within each class the class's order scores, sorted, are reassigned to its instances sorted by
-    detection score; then instances are sorted by the reassigned score (detection score breaks ties).
+    With ``per_class`` (the SRM's scores), within each class the class's order scores, sorted, are
+    reassigned to its instances sorted by detection score; then instances are sorted by the
+    reassigned score (detection score breaks ties). Without, instances are sorted by ``order_scores``
+    as given (detection score breaks ties).
     """
     n = labels.numel()
     if n == 0:
         return labels.new_zeros((0,), dtype=torch.long)
+    if not per_class:
+        idx = torch.sort(det_scores, descending=True, stable=True).indices
+        return idx[torch.sort(order_scores[idx], descending=True, stable=True).indices]
 
     def by_class_then_desc(key: Tensor) -> Tensor:
         idx = torch.sort(key, descending=True, stable=True).indices
@@ -147,6 +154,7 @@ def panoptic_fusion(
     *,
     ranking_scores: Optional[Tensor] = None,
     mask_thresh: float = 0.5,
+    per_class: bool = True,
 ) -> tuple[Tensor, list[dict]]:
     """Fuse one image's selected detections into ``(ids HxW int32, segments)``.
 
@@ -156,13 +164,13 @@ def panoptic_fusion(
     space per ``stuff_classes``); ``label_space``: see :func:`category_ids`. Segment ids are 1..K,
     things first in pasting order; 0 is void. Segments: ``id``, ``category_id`` (COCO), ``isthing``,
     ``score`` (detection score; None for stuff), ``ranking_score`` (``ranking_scores`` of the
-    instance when given; None for stuff), ``area``.
+    instance when given; None for stuff), ``area``. ``per_class``: see :func:`paste_order`.
     """
     thing_ids, stuff_ids = category_ids(label_space)
     h, w = sem_seg_labels.shape[-2:]
     device = sem_seg_labels.device
 
-    order = paste_order(labels, det_scores, order_scores)
+    order = paste_order(labels, det_scores, order_scores, per_class)
     binary = masks[order] if masks.dtype == torch.bool else masks[order] > mask_thresh
     owner, kept = paste_instances(binary, cfg.overlap_thresh)
 
@@ -220,18 +228,31 @@ def fuse(
     stuff_classes: str,
     cfg: FusionConfig,
     orders: Sequence[str] = ("score", "srm"),
+    order_scores: Optional[Mapping[str, Tensor]] = None,
 ) -> dict[str, tuple[Tensor, list[dict]]]:
     """Fuse one model output (docs/design.md) in each of ``orders``: ``{order: (ids, segments)}``.
 
-    ``"score"`` pastes by detection score (the heuristic), ``"srm"`` by the SRM ranking score. The
-    detections pasted are exactly those the model ``selected`` (the ones the SRM ranked), in both
-    orders; ``cfg.score_thresh`` is the model's default for that choice and is not read here.
+    ``"score"`` pastes by detection score (the heuristic), ``"srm"`` by the SRM ranking score. Any
+    other order is named by a key of ``order_scores``, whose value gives one score per detection of
+    ``prediction`` (higher = pasted on top); those scores rank every instance, including instances of
+    one class (e.g. the true depth order of :mod:`oanet.evaluation.oracle`). The detections pasted
+    are exactly those the model ``selected`` (the ones the SRM ranked), in every order;
+    ``cfg.score_thresh`` is the model's default for that choice and is not read here.
     """
-    unknown = [o for o in orders if o not in ORDER_SCORES]
+    order_scores = dict(order_scores or {})
+    shadowing = sorted(set(order_scores) & set(ORDER_SCORES))
+    if shadowing:
+        raise ValueError(f"order_scores may not redefine the built-in order(s) {shadowing}")
+    unknown = [o for o in orders if o not in ORDER_SCORES and o not in order_scores]
     if unknown:
-        raise ValueError(f"unknown fusion order(s) {unknown}; expected some of {sorted(ORDER_SCORES)}")
+        known = sorted(ORDER_SCORES) + sorted(order_scores)
+        raise ValueError(f"unknown fusion order(s) {unknown}; expected some of {known}")
     if "selected" not in prediction:
         raise ValueError("prediction lacks 'selected' (the detections the model ranked): fuse a model output")
+    num_detections = prediction["scores"].shape[0]
+    for name, scores in order_scores.items():
+        if tuple(scores.shape) != (num_detections,):
+            raise ValueError(f"order_scores[{name!r}] has shape {tuple(scores.shape)}; expected ({num_detections},)")
     sem_seg_labels = prediction["sem_seg_labels"]
     keep = prediction["selected"].nonzero().squeeze(1)
     # Only the selected detections are binarised (once, for every order): most of the
@@ -246,7 +267,13 @@ def fuse(
         cfg=cfg,
         ranking_scores=prediction["ranking_scores"][keep],
     )
-    return {o: panoptic_fusion(order_scores=prediction[ORDER_SCORES[o]][keep], **common) for o in orders}
+    fused = {}
+    for o in orders:
+        if o in ORDER_SCORES:
+            fused[o] = panoptic_fusion(order_scores=prediction[ORDER_SCORES[o]][keep], **common)
+        else:
+            fused[o] = panoptic_fusion(order_scores=order_scores[o].to(keep.device)[keep], per_class=False, **common)
+    return fused
 
 
 def _selected_rows(masks: Tensor, keep: Tensor) -> Tensor:

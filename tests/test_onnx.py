@@ -234,3 +234,18 @@ def test_bad_files_are_one_line_errors(exported, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "opset in 16.." in err[0]
     assert not (tmp_path / "x.onnx").exists()
+
+
+def test_graph_stuff_labels_and_level_merge_compute_what_the_eager_code_does():
+    from oanet.export.graph import merge_levels, stuff_labels
+    from oanet.model.oanet import resample_to_original
+
+    g = torch.Generator().manual_seed(0)
+    for fh, fw, h, w, oh, ow in [(16, 20, 64, 80, 64, 80), (16, 32, 52, 128, 50, 123), (8, 32, 21, 128, 33, 200)]:
+        logits = torch.randn(13, fh, fw, generator=g)
+        expected = resample_to_original(logits, (h, w), (oh, ow), 4).softmax(0).argmax(0)
+        got = stuff_labels(logits, (torch.tensor(h), torch.tensor(w)), (torch.tensor(oh), torch.tensor(ow)), 4)
+        assert torch.equal(got, expected)
+    levels = torch.tensor([2, 0, 1, 0, 3, 2])
+    per_level = [torch.arange(6.0)[levels == level].reshape(-1, 1, 1, 1).expand(-1, 2, 3, 3) for level in range(4)]
+    assert torch.equal(merge_levels(levels, per_level)[:, 0, 0, 0], torch.arange(6.0))

@@ -19,7 +19,7 @@ import torch
 
 from oanet.config import Config, to_dict
 from oanet.errors import ConfigError
-from oanet.export.graph import PanopticGraph
+from oanet.export.graph import PanopticGraph, faster_level_merge
 from oanet.fileio import atomic_write_bytes
 from oanet.runtime.metadata import (
     DEFAULT_OPSET,
@@ -66,7 +66,7 @@ def trace_to_onnx(model: torch.nn.Module, cfg: Config, opset: int) -> bytes:
         # The tracer warns about every Python-level shape use in torchvision; the parity tests are
         # what tells a good graph from a bad one.
         warnings.simplefilter("ignore")
-        with torch.no_grad():
+        with torch.no_grad(), faster_level_merge():
             torch.onnx.export(
                 graph,
                 args,

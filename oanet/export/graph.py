@@ -11,8 +11,11 @@
 - The masks stay at RoI resolution (``N x M x M``). The runtime pastes only the selected detections
   (:mod:`oanet.runtime.paste`) instead of the graph pasting all N at the image size: torchvision's
   traceable paste is a Loop that breaks with zero detections and would output ``N x H x W`` floats.
-- The stuff branch's softmax is reduced to its argmax at the input size in the graph: that is all
-  fusion reads of it, and it keeps the ``C x H x W`` probabilities inside onnxruntime.
+- The stuff branch is reduced to its argmax at the input size in the graph (:func:`stuff_labels`):
+  that is all fusion reads of it, and the ``C x H x W`` map never leaves onnxruntime.
+- Where onnxruntime runs torchvision's traced code slowly, the graph computes the same values
+  another way: the stuff resampling (:func:`stuff_labels`) and the RoIAlign level merge
+  (:func:`merge_levels`).
 - The box head's score threshold is a traced input, frozen to the configured value after export
   (:func:`oanet.export.exporter.freeze_input`): torchvision skips NMS when no box passes it, and a
   trace would keep that shortcut forever if the sample image had no detection above it. Tracing with
@@ -21,12 +24,14 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.models.detection.image_list import ImageList
 
-from oanet.model.oanet import STUFF_STRIDE, OANet, resample_to_original
+from oanet.model.oanet import STUFF_STRIDE, OANet
 
 
 def resize_image(image: Tensor, min_size: int, max_size: int) -> Tensor:
@@ -48,6 +53,59 @@ def transform_image(model: OANet, image: Tensor) -> ImageList:
     image = resize_image(transform.normalize(image), int(transform.min_size[-1]), int(transform.max_size))
     batch = transform.batch_images([image], size_divisible=transform.size_divisible)
     return ImageList(batch, [(image.shape[-2], image.shape[-1])])
+
+
+def _linear_taps(out_len: Tensor, resized_len: Tensor, feature_len: Tensor, stride: int):
+    """Source rows (or columns) and weights of :func:`resample_to_original`'s bilinear sampling along
+    one axis: output pixel centre -> resized image -> feature coordinate, clamped as grid_sample's
+    ``padding_mode="border"`` clamps it (``align_corners=False``). ``feature_len``: int64 tensor."""
+    last = feature_len - 1
+    pos = torch.arange(out_len, dtype=torch.float32)
+    coord = (pos + 0.5) * (resized_len / out_len) / stride - 0.5
+    coord = torch.minimum(coord.clamp(min=0), last.to(torch.float32))
+    low = coord.floor()
+    weight = coord - low
+    low = low.to(torch.int64)
+    high = torch.minimum(low + 1, last)
+    return low, high, 1 - weight, weight
+
+
+def stuff_labels(logits: Tensor, resized: tuple, original: tuple, stride: int) -> Tensor:
+    """``argmax`` over channels of :func:`resample_to_original` (``C x h' x w'`` -> ``H x W`` int64).
+
+    The same bilinear sampling, computed separably (rows, then columns: two gathers and a weighted
+    sum each) because onnxruntime's GridSample and its Softmax over a non-last axis are 10-30x
+    slower than PyTorch's; the argmax is taken of the logits, as softmax preserves their order. Values
+    differ from grid_sample's by float rounding only, so a label can differ only at a near tie.
+    """
+    fh, fw = torch._shape_as_tensor(logits)[-2:].unbind(0)
+    y0, y1, wy0, wy1 = _linear_taps(original[0], resized[0], fh, stride)
+    x0, x1, wx0, wx1 = _linear_taps(original[1], resized[1], fw, stride)
+    rows = logits.index_select(1, y0) * wy0[:, None] + logits.index_select(1, y1) * wy1[:, None]
+    full = rows.index_select(2, x0) * wx0 + rows.index_select(2, x1) * wx1
+    return full.argmax(0)
+
+
+def merge_levels(levels: Tensor, unmerged_results: list) -> Tensor:
+    """Drop-in for torchvision's ``_onnx_merge_levels`` (the traced MultiScaleRoIAlign): the per-level
+    RoIAlign results put back in RoI order with one gather by the inverse permutation, where
+    torchvision scatters every level into a zero tensor (four full-size ScatterElements per pooler)."""
+    order = torch.cat([torch.where(levels == level)[0] for level in range(len(unmerged_results))])
+    inverse = torch.zeros_like(order).scatter(0, order, torch.arange(order.shape[0], dtype=order.dtype))
+    return torch.cat(unmerged_results).index_select(0, inverse)
+
+
+@contextlib.contextmanager
+def faster_level_merge():
+    """Trace MultiScaleRoIAlign with :func:`merge_levels` (same values; eager code is not affected)."""
+    from torchvision.ops import poolers
+
+    original = poolers._onnx_merge_levels
+    poolers._onnx_merge_levels = merge_levels
+    try:
+        yield
+    finally:
+        poolers._onnx_merge_levels = original
 
 
 def scale_boxes(boxes: Tensor, ratio_height: Tensor, ratio_width: Tensor) -> Tensor:
@@ -88,6 +146,5 @@ class PanopticGraph(nn.Module):
         resized_h, resized_w = image_list.image_sizes[0]
         # true division of traced ints: float32(original) / float32(resized), as torchvision's ratios
         boxes = scale_boxes(det["boxes"], height / resized_h, width / resized_w)
-        sem_seg = resample_to_original(stuff_logits[0], (resized_h, resized_w), (height, width), STUFF_STRIDE)
-        sem_seg = sem_seg.softmax(0).argmax(0)
+        sem_seg = stuff_labels(stuff_logits[0], (resized_h, resized_w), (height, width), STUFF_STRIDE)
         return boxes, labels, det["scores"], det["masks"][:, 0], ranks, selected, sem_seg

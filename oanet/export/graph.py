@@ -73,7 +73,7 @@ def _linear_taps(out_len: Tensor, resized_len: Tensor, feature_len: Tensor, stri
 def stuff_labels(logits: Tensor, resized: tuple, original: tuple, stride: int) -> Tensor:
     """``argmax`` over channels of :func:`resample_to_original` (``C x h' x w'`` -> ``H x W`` int64).
 
-    The same bilinear sampling, computed separably (rows, then columns: two gathers and a weighted
+    The same bilinear sampling, computed separably (columns, then rows: two gathers and a weighted
     sum each) because onnxruntime's GridSample and its Softmax over a non-last axis are 10-30x
     slower than PyTorch's; the argmax is taken of the logits, as softmax preserves their order. Values
     differ from grid_sample's by float rounding only, so a label can differ only at a near tie.
@@ -81,9 +81,12 @@ def stuff_labels(logits: Tensor, resized: tuple, original: tuple, stride: int) -
     fh, fw = torch._shape_as_tensor(logits)[-2:].unbind(0)
     y0, y1, wy0, wy1 = _linear_taps(original[0], resized[0], fh, stride)
     x0, x1, wx0, wx1 = _linear_taps(original[1], resized[1], fw, stride)
-    rows = logits.index_select(1, y0) * wy0[:, None] + logits.index_select(1, y1) * wy1[:, None]
-    full = rows.index_select(2, x0) * wx0 + rows.index_select(2, x1) * wx1
-    return full.argmax(0)
+    # Channels last: every gather moves whole rows of C values and the argmax runs along contiguous
+    # memory (gathering single elements along the last axis cost onnxruntime ~10x more).
+    hwc = logits.permute(1, 2, 0)
+    columns = hwc.index_select(1, x0) * wx0[:, None] + hwc.index_select(1, x1) * wx1[:, None]  # h' x W x C
+    full = columns.index_select(0, y0) * wy0[:, None, None] + columns.index_select(0, y1) * wy1[:, None, None]
+    return full.argmax(-1)
 
 
 def merge_levels(levels: Tensor, unmerged_results: list) -> Tensor:

@@ -114,6 +114,7 @@ def test_export_metadata_is_enough_to_run(exported):
     predictor = OnnxPredictor(path)
     assert predictor.label_space == LABEL_SPACE and predictor.stuff_classes == "all"
     assert (predictor.min_size, predictor.max_size, predictor.score_thresh) == (64, 128, 0.0)
+    assert predictor.cfg == Predictor.from_checkpoint(exported[0], device="cpu").cfg  # the whole training config
 
 
 def test_onnx_matches_pytorch_on_three_sizes_in_both_orders(exported):

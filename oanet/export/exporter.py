@@ -108,7 +108,7 @@ def export_onnx(model: torch.nn.Module, cfg: Config, label_space: Any, path: str
     model = model.to("cpu").eval()
     proto = onnx.load_from_string(trace_to_onnx(model, cfg, opset))
     freeze_input(proto, FROZEN_INPUT, np.array(cfg.model.roi_heads.score_thresh, dtype=np.float32))
-    metadata = build_metadata(label_space=label_space, model_config=to_dict(cfg.model), opset=opset,
+    metadata = build_metadata(label_space=label_space, config=to_dict(cfg), opset=opset,
                               oanet_version=__version__)
     onnx.helper.set_model_props(proto, {METADATA_KEY: json.dumps(metadata)})
     proto.producer_name, proto.producer_version = "oanet", __version__

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-from oanet.config import FusionConfig, from_dict
+from oanet.config import Config, FusionConfig, from_dict
 from oanet.data.labels import STUFF_CLASSES, LabelSpace
 from oanet.errors import ConfigError, DataError, OANetError
 
@@ -66,11 +66,13 @@ class DeployInfo:
     max_size: int
     opset: int
     srm: bool
+    config: Config  # the training config of the exported checkpoint
     raw: dict
 
 
-def build_metadata(*, label_space: Any, model_config: Mapping, opset: int, oanet_version: str) -> dict:
-    """The JSON document written into an exported model (``model_config``: ``to_dict(cfg.model)``)."""
+def build_metadata(*, label_space: Any, config: Mapping, opset: int, oanet_version: str) -> dict:
+    """The JSON document written into an exported model (``config``: ``to_dict`` of the training Config)."""
+    model_config = config["model"]
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -92,7 +94,7 @@ def build_metadata(*, label_space: Any, model_config: Mapping, opset: int, oanet
         "inputs": {name: OUTPUT_DOC[name] for name in INPUTS},
         "outputs": {name: OUTPUT_DOC[name] for name in OUTPUTS},
         "mask_thresh": 0.5,
-        "model": dict(model_config),
+        "config": dict(config),  # the checkpoint's whole config: provenance, and data.val for evaluation
     }
 
 
@@ -118,6 +120,7 @@ def read_metadata(custom: Mapping[str, str], path: str | Path) -> DeployInfo:
             max_size=int(prep["max_size"]),
             opset=int(data["opset"]),
             srm=bool(data["srm"]),
+            config=from_dict(Config, data["config"], f"{path}: metadata config"),
             raw=data,
         )
     except ConfigError:

@@ -60,6 +60,7 @@ class OnnxPredictor(BasePredictor):
         if names != (list(INPUTS), list(OUTPUTS)):
             raise ConfigError(f"{self.path}: graph inputs/outputs {names} are not those of this oanet version")
         self.info: DeployInfo = info
+        self.cfg = info.config  # as oanet.Predictor.cfg: the config of the exported checkpoint
         super().__init__(info.label_space, info.fusion, info.stuff_classes, min_size=info.min_size,
                          max_size=info.max_size, order=order, score_thresh=score_thresh)
 

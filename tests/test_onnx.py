@@ -250,3 +250,24 @@ def test_graph_stuff_labels_and_level_merge_compute_what_the_eager_code_does():
     levels = torch.tensor([2, 0, 1, 0, 3, 2])
     per_level = [torch.arange(6.0)[levels == level].reshape(-1, 1, 1, 1).expand(-1, 2, 3, 3) for level in range(4)]
     assert torch.equal(merge_levels(levels, per_level)[:, 0, 0, 0], torch.arange(6.0))
+
+
+def test_other_model_variants_export_without_code_changes():
+    """SRM off, one FPN per branch, stuff-only channels: the same graph code, the same outputs."""
+    import onnxruntime
+
+    from oanet.export.exporter import FROZEN_INPUT, trace_to_onnx
+
+    torch.manual_seed(0)
+    cfg = Config(model=tiny_config(sharing="backbone", classes="stuff", srm=False))
+    model = OANet(cfg.model).eval()
+    session = onnxruntime.InferenceSession(trace_to_onnx(model, cfg, 16), providers=["CPUExecutionProvider"])
+    image = torch.rand(3, 50, 123, generator=torch.Generator().manual_seed(2))
+    feed = {"image": image.numpy(), "score_thresh": np.array(0.0, np.float32), FROZEN_INPUT: np.array(0.0, np.float32)}
+    raw = dict(zip(OUTPUTS, session.run(list(OUTPUTS), feed)))
+    with torch.no_grad():
+        output = model([image], score_thresh=0.0)[0]
+    assert len(raw["scores"]) == len(output["scores"]) > 0
+    assert np.abs(raw["boxes"] - output["boxes"].numpy()).max() <= 1e-3
+    assert np.array_equal(raw["ranking_scores"], raw["scores"])  # without the SRM, the detection score
+    assert np.array_equal(raw["sem_seg"], output["sem_seg"].argmax(0).numpy())

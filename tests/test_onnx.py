@@ -161,14 +161,17 @@ def test_no_detections_in_the_graph(exported_no_detections):
 def test_threshold_is_a_graph_input_with_the_eager_meaning(exported):
     checkpoint, path = exported
     rgb = _images()[0]
-    scores = OnnxPredictor(path).run(rgb)["scores"]
-    # A threshold equal to a detection's score selects it (>=), exactly as the PyTorch model does.
-    thresh = float(np.sort(scores)[len(scores) // 2])
-    raw = OnnxPredictor(path, score_thresh=thresh).run(rgb)
-    torch_predictor = Predictor.from_checkpoint(checkpoint, device="cpu", score_thresh=thresh)
+    scores = np.sort(OnnxPredictor(path).run(rgb)["scores"])
+    # A threshold equal to a detection's score selects it: `score >= score_thresh`, in float32.
+    exact = float(scores[len(scores) // 2])
+    raw = OnnxPredictor(path, score_thresh=exact).run(rgb)
+    assert np.array_equal(raw["selected"], raw["scores"] >= np.float32(exact)) and np.float32(exact) in raw["scores"][raw["selected"]]
+    # Between two scores (clear of the ~1e-7 the backends differ by) both select the same detections.
+    between = float(scores[len(scores) // 2 - 1] + scores[len(scores) // 2]) / 2
+    raw = OnnxPredictor(path, score_thresh=between).run(rgb)
     with torch.no_grad():
-        output = torch_predictor.model([torch.from_numpy(rgb).permute(2, 0, 1).float() / 255], score_thresh=thresh)[0]
-    assert np.array_equal(raw["selected"], raw["scores"] >= np.float32(thresh))
+        output = Predictor.from_checkpoint(checkpoint, device="cpu").model(
+            [torch.from_numpy(rgb).permute(2, 0, 1).float() / 255], score_thresh=between)[0]
     assert np.array_equal(raw["selected"], output["selected"].numpy())
     assert 0 < raw["selected"].sum() < len(scores)
     assert np.all(raw["ranking_scores"][~raw["selected"]] == 0) and np.all(raw["ranking_scores"][raw["selected"]] > 0)
@@ -215,6 +218,13 @@ def test_missing_onnxruntime_is_one_line_naming_the_extra(exported, monkeypatch)
     with pytest.raises(MissingExtraError, match=r"pip install 'oanet\[deploy\]'") as info:
         OnnxPredictor(exported[1])
     assert isinstance(info.value, ImportError) and "\n" not in str(info.value)
+
+
+def test_export_without_onnx_is_one_line_naming_the_extra(exported, tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "onnx", None)
+    assert cli_main(["export", "--checkpoint", str(exported[0]), "--out", str(tmp_path / "m.onnx")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "needs onnx" in err[0] and "pip install 'oanet[deploy]'" in err[0]
 
 
 def test_bad_files_are_one_line_errors(exported, tmp_path, capsys):

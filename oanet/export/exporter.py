@@ -127,7 +127,7 @@ def compare_with_pytorch(path: str | Path, model: torch.nn.Module, cfg: Config, 
     session = load_session(Path(path), None, None)
     traced = sample_image(cfg)
     generator = torch.Generator().manual_seed(1)
-    image = torch.rand(3, traced.shape[2], traced.shape[1], generator=generator)  # transposed size
+    image = torch.rand(3, int(0.7 * traced.shape[1]) + 1, traced.shape[2], generator=generator)
     thresh = float(cfg.model.fusion.score_thresh)
     feed = {"image": image.numpy(), "score_thresh": np.array(thresh, dtype=np.float32)}
     outputs = dict(zip(OUTPUTS, session.run(list(OUTPUTS), feed)))

@@ -16,7 +16,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from oanet.base_predictor import BasePredictor, Fused
+from oanet.base_predictor import BasePredictor, Fused, check_order, check_score_thresh
 from oanet.data.images import to_float_chw
 from oanet.errors import ConfigError
 from oanet.runtime.fusion import fuse_selected
@@ -53,6 +53,7 @@ class OnnxPredictor(BasePredictor):
 
     def __init__(self, path: str | Path, order: str = "srm", score_thresh: Optional[float] = None,
                  providers: Optional[Sequence[Any]] = None, *, threads: Optional[int] = None) -> None:
+        check_order(order), check_score_thresh(score_thresh)  # before the (slow) session load
         self.path = Path(path)
         self.session = load_session(self.path, providers, threads)
         info = read_metadata(self.session.get_modelmeta().custom_metadata_map, self.path)

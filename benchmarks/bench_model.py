@@ -23,6 +23,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from oanet.config import ModelConfig
+from oanet.data.labels import Category, LabelSpace
 from oanet.model.fusion import fuse
 from oanet.model.oanet import OANet
 
@@ -117,7 +118,10 @@ def main() -> None:
     torch.manual_seed(0)
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    labels = (list(range(1, args.things + 1)), list(range(1000, 1000 + args.stuff)))
+    labels = LabelSpace(
+        [Category(i, f"thing{i}", True, (0, 0, 0)) for i in range(1, args.things + 1)]
+        + [Category(i, f"stuff{i}", False, (0, 0, 0)) for i in range(1000, 1000 + args.stuff)]
+    )
     image = torch.rand(3, args.size, args.size, device=device)
     report = {
         "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),

@@ -19,11 +19,12 @@ import sys
 import time
 from pathlib import Path
 
-from oanet.data.synthetic import ORDER_HELP, ORDERS, generate_dataset, order_experiment
+from oanet.data.synthetic import generate_dataset
+from oanet.evaluation.order_experiment import GT_ORDER_HELP, GT_ORDERS, order_experiment
 
 
 def evaluate_hotcoco(gt_json: str, gt_dir: str, pred_json: str, pred_dir: str, workers=None) -> dict:
-    """The same summary as oanet.data.synthetic.evaluate_pq, from hotcoco's panopticapi-compatible PQ."""
+    """The same summary as oanet.evaluation.order_experiment.evaluate_pq, from hotcoco's panopticapi-compatible PQ."""
     from hotcoco.panoptic import pq_compute
 
     result = pq_compute(gt_json, pred_json, gt_folder=gt_dir, pred_folder=pred_dir)
@@ -35,7 +36,7 @@ def format_table(results: dict[str, dict]) -> str:
     for order, r in results.items():
         th = r["Things"]
         lines.append(f"| {order} | {100 * th['pq']:.1f} | {100 * th['sq']:.1f} | {100 * th['rq']:.1f} "
-                     f"| {100 * r['All']['pq']:.1f} | {ORDER_HELP[order]} |")
+                     f"| {100 * r['All']['pq']:.1f} | {GT_ORDER_HELP[order]} |")
     return "\n".join(lines)
 
 
@@ -49,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=256, help="image size with --out (default 256)")
     parser.add_argument("--seed", type=int, default=0, help="dataset seed with --out, and the random order's seed")
     parser.add_argument("--workers", type=int, default=None)
-    parser.add_argument("--orders", nargs="+", default=list(ORDERS), choices=ORDERS)
+    parser.add_argument("--orders", nargs="+", default=list(GT_ORDERS), choices=GT_ORDERS)
     parser.add_argument("--hotcoco", action="store_true", help="also evaluate with hotcoco and print both")
     parser.add_argument("--json", help="write the results here")
     args = parser.parse_args(argv)

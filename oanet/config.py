@@ -28,6 +28,10 @@ class BackboneConfig:
     trainable_layers: int = 3  # as torchvision's Mask R-CNN: res3-res5 train, stem+res2 frozen
     frozen_bn: bool = True  # FrozenBatchNorm2d, as torchvision's detection backbones
     fpn_channels: int = 256
+    # Where a bottleneck block that downsamples puts its stride: false = in the 3x3 conv (torchvision,
+    # "ResNet v1.5"), true = in the first 1x1 conv (the MSRA ResNets behind detectron2's model zoo,
+    # detectron2's RESNETS.STRIDE_IN_1X1). Same weights shapes either way; ResNet-50/101 only.
+    stride_in_1x1: bool = False
 
 
 @dataclass
@@ -56,6 +60,10 @@ class RoIHeadsConfig:
     score_thresh: float = 0.05
     nms_thresh: float = 0.5
     detections_per_img: int = 100  # paper §4.2: at most 100 boxes per image
+    # RoIAlign of the box and mask heads: torchvision's is aligned=False with 2x2 samples per bin;
+    # detectron2's FPN models use ROIAlignV2 = aligned=True (half-pixel shift) with adaptive sampling (0).
+    pooler_aligned: bool = False
+    pooler_sampling_ratio: int = 2
 
 
 @dataclass
@@ -91,8 +99,21 @@ class ModelConfig:
     sharing: Literal["none", "backbone", "fpn"] = "fpn"  # Table 4; fpn = "+skip-connection"
     min_size: tuple = (800,)  # shortest edge; several values = multi-scale training
     max_size: int = 1333
+    # Images enter the model as RGB in [0, 1]. The network sees them in ``input_format`` channel order,
+    # multiplied by ``input_scale``, minus ``pixel_mean``, divided by ``pixel_std`` (mean and std in that
+    # order and those units). torchvision's weights: RGB, 1, the ImageNet values below; detectron2's
+    # MSRA models: BGR, 255, [103.53, 116.28, 123.675], [1, 1, 1] (docs/pretrained.md).
+    input_format: Literal["RGB", "BGR"] = "RGB"
+    input_scale: float = 1.0
     pixel_mean: tuple = (0.485, 0.456, 0.406)
     pixel_std: tuple = (0.229, 0.224, 0.225)
+    # Weights loaded once when a training run starts fresh (never on resume, never at inference):
+    # "torchvision:<WeightsEnum>.<NAME>", a torchvision Mask R-CNN state dict (.pth), a detectron2
+    # model-zoo .pkl, or an oanet checkpoint. See oanet.model.pretrained.load_pretrained.
+    init: Optional[str] = None
+    # Submodules of OANet that do not train, by path: backbone, backbone.body, backbone.fpn, rpn,
+    # roi_heads, roi_heads.box_predictor, stuff_head, srm, ...
+    freeze: tuple = ()
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     rpn: RPNConfig = field(default_factory=RPNConfig)
     roi_heads: RoIHeadsConfig = field(default_factory=RoIHeadsConfig)
@@ -327,3 +348,74 @@ def diff_configs(a: dict, b: dict, prefix: str = "") -> list[str]:
         elif va != vb:
             lines.append(f"{name}: {va!r} != {vb!r}")
     return lines
+
+
+# --------------------------------------------------------------------------------------------
+# cross-field checks
+
+
+def validate(cfg: Config, world_size: int = 1) -> Config:
+    """``cfg`` unchanged, or ConfigError naming the first value no command can run with.
+
+    Types and allowed literals are checked when a config is loaded; this checks ranges and how fields
+    relate (the global batch must split over ``world_size`` processes, LR steps must increase, ...),
+    before any data is read or any file written.
+    """
+    solver = cfg.solver
+    if solver.max_iter < 1:
+        raise ConfigError(f"solver.max_iter must be >= 1, got {solver.max_iter}")
+    if solver.ims_per_batch < 1 or solver.ims_per_batch % world_size:
+        raise ConfigError(
+            f"solver.ims_per_batch={solver.ims_per_batch} is the global batch and must be a positive "
+            f"multiple of the number of processes ({world_size})"
+        )
+    if solver.ims_per_device < 0:
+        raise ConfigError(f"solver.ims_per_device must be >= 0, got {solver.ims_per_device}")
+    if solver.base_lr <= 0 or solver.warmup_iters < 0 or not 0 < solver.warmup_factor <= 1:
+        raise ConfigError(
+            "solver: need base_lr > 0, warmup_iters >= 0 and 0 < warmup_factor <= 1 "
+            f"(got {solver.base_lr}, {solver.warmup_iters}, {solver.warmup_factor})"
+        )
+    if list(solver.steps) != sorted(solver.steps):
+        raise ConfigError(f"solver.steps must be increasing, got {list(solver.steps)}")
+    if solver.momentum < 0 or solver.weight_decay < 0 or solver.clip_grad_norm < 0:
+        raise ConfigError(
+            "solver: need momentum, weight_decay and clip_grad_norm >= 0 "
+            f"(got {solver.momentum}, {solver.weight_decay}, {solver.clip_grad_norm})"
+        )
+    if solver.checkpoint_period < 1 or solver.log_period < 1:
+        raise ConfigError("solver.checkpoint_period and solver.log_period must be >= 1")
+    if cfg.seed < 0:
+        raise ConfigError(f"seed must be >= 0, got {cfg.seed}")
+    if cfg.data.num_workers < 0:
+        raise ConfigError(f"data.num_workers must be >= 0, got {cfg.data.num_workers}")
+    if not 0 <= cfg.data.hflip_prob <= 1:
+        raise ConfigError(f"data.hflip_prob must be in 0..1, got {cfg.data.hflip_prob}")
+    validate_model(cfg.model)
+    return cfg
+
+
+def validate_model(model: ModelConfig) -> ModelConfig:
+    """The model fields' ranges and relations (part of :func:`validate`; also checked when a model is built
+    from a checkpoint's config)."""
+    for name in ("pixel_mean", "pixel_std"):
+        values = getattr(model, name)
+        if len(values) != 3:
+            raise ConfigError(f"model.{name} needs 3 values (one per input channel), got {list(values)}")
+    if any(float(v) == 0 for v in model.pixel_std):
+        raise ConfigError(f"model.pixel_std must not contain 0, got {list(model.pixel_std)}")
+    if model.input_scale <= 0:
+        raise ConfigError(f"model.input_scale must be > 0, got {model.input_scale}")
+    if model.roi_heads.pooler_sampling_ratio < 0:
+        raise ConfigError(f"model.roi_heads.pooler_sampling_ratio must be >= 0, got {model.roi_heads.pooler_sampling_ratio}")
+    if model.backbone.stride_in_1x1 and model.backbone.depth < 50:
+        raise ConfigError(
+            f"model.backbone.stride_in_1x1 needs a bottleneck ResNet (depth 50 or 101), got depth {model.backbone.depth}"
+        )
+    if any(not isinstance(entry, str) or not entry.strip() for entry in model.freeze):
+        raise ConfigError(f"model.freeze entries must be module names such as backbone, rpn, roi_heads; got {list(model.freeze)}")
+    if not model.min_size or any(int(s) < 1 for s in model.min_size) or model.max_size < 1:
+        raise ConfigError(f"model.min_size and model.max_size must be positive, got {list(model.min_size)}, {model.max_size}")
+    if not 0 <= model.fusion.score_thresh <= 1 or not 0 <= model.fusion.overlap_thresh <= 1:
+        raise ConfigError("model.fusion.score_thresh and overlap_thresh must be in 0..1")
+    return model

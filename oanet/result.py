@@ -15,7 +15,8 @@ import numpy as np
 from oanet.data.coco_panoptic import segment_boxes, segment_index_map, xyxy_to_coco
 
 ORDERS = ("score", "srm")
-ORDER_TITLES = {"score": "heuristic (detection-score order)", "srm": "SRM (ranking-score order)"}
+# How tables and pictures title the two orders (the table's columns are 23 characters wide).
+ORDER_TITLES = {"score": "score order (heuristic)", "srm": "SRM order"}
 
 
 def category_table(label_space: Any) -> dict[int, dict]:

@@ -13,21 +13,12 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from oanet.data.labels import generated_color
+from oanet.data.morphology import label_boundary
+
 VOID_COLOR = (0, 0, 0)
 OUTLINE_COLOR = (255, 255, 255)
 TITLE_HEIGHT = 24
-
-_GOLDEN_RATIO = 0.618033988749895
-
-
-def category_color(category_id: int) -> tuple[int, int, int]:
-    """A stable, well-spread colour for a category (golden-ratio hue walk, so neighbours differ)."""
-    hue = (category_id * _GOLDEN_RATIO) % 1.0
-    # Alternate value and saturation between neighbouring ids so close hues still separate.
-    saturation = 0.65 + 0.25 * (category_id % 2)
-    value = 0.95 - 0.2 * ((category_id // 2) % 2)
-    r, g, b = colorsys.hsv_to_rgb(hue, saturation, value)
-    return int(round(r * 255)), int(round(g * 255)), int(round(b * 255))
 
 
 def instance_color(base: Sequence[int], instance_index: int) -> tuple[int, int, int]:
@@ -45,14 +36,15 @@ def instance_color(base: Sequence[int], instance_index: int) -> tuple[int, int, 
 def segment_colors(segments: Sequence[Mapping], categories: Mapping[int, Mapping]) -> dict[int, tuple]:
     """Colour of every segment id: stuff in its category colour, things varied per instance.
 
-    A category's colour is its ``color`` entry (COCO panoptic JSONs carry one) or ``category_color``.
+    A category's colour is its ``color`` entry (COCO panoptic JSONs carry one) or the one a label space
+    would give it (:func:`oanet.data.labels.generated_color`).
     """
     colors: dict[int, tuple] = {}
     seen_per_category: dict[int, int] = {}
     for seg in segments:
         cat_id = int(seg["category_id"])
         category = categories.get(cat_id, {})
-        base = tuple(category["color"]) if category.get("color") is not None else category_color(cat_id)
+        base = tuple(category["color"]) if category.get("color") is not None else generated_color(cat_id)
         if bool(category.get("isthing", seg.get("isthing", False))):
             index = seen_per_category.get(cat_id, 0)
             seen_per_category[cat_id] = index + 1
@@ -71,23 +63,8 @@ def colorize(panoptic_ids: np.ndarray, colors: Mapping[int, tuple]) -> np.ndarra
 
 
 def segment_boundaries(panoptic_ids: np.ndarray, thickness: int = 1) -> np.ndarray:
-    """Boolean HxW map of pixels whose right or lower neighbour belongs to another segment."""
-    ids = np.asarray(panoptic_ids)
-    edges = np.zeros(ids.shape, dtype=bool)
-    horizontal = ids[:, 1:] != ids[:, :-1]
-    vertical = ids[1:, :] != ids[:-1, :]
-    edges[:, 1:] |= horizontal
-    edges[:, :-1] |= horizontal
-    edges[1:, :] |= vertical
-    edges[:-1, :] |= vertical
-    for _ in range(max(0, thickness - 1)):
-        grown = edges.copy()
-        grown[1:, :] |= edges[:-1, :]
-        grown[:-1, :] |= edges[1:, :]
-        grown[:, 1:] |= edges[:, :-1]
-        grown[:, :-1] |= edges[:, 1:]
-        edges = grown
-    return edges
+    """Boolean HxW map of the pixels next to another segment (both sides of every border)."""
+    return label_boundary(np.asarray(panoptic_ids), thickness)
 
 
 def segment_centroids(panoptic_ids: np.ndarray, segment_ids: Iterable[int]) -> dict[int, tuple[float, float]]:

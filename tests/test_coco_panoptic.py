@@ -337,3 +337,36 @@ def test_degenerate_polygons_give_empty_masks(split_paths):
                                                         d["annotations"][1].update(segmentation=[])))
     masks, _, _ = PanopticSplit(**split_paths).load_instance_masks(1)
     assert masks[0].sum() == 0 and masks[1].sum() == 0 and masks[2].sum() == 4
+
+
+def test_read_images_returns_the_validated_entries_in_json_order(split_paths):
+    from oanet.data.coco_panoptic import read_images
+
+    assert read_images(split_paths["panoptic_json"]) == [
+        ImageInfo(1, "000000000001.png", 6, 4), ImageInfo(2, "000000000002.png", 3, 5)
+    ]
+    edit_json(split_paths["panoptic_json"], lambda d: d["images"].append(dict(d["images"][0])))
+    with pytest.raises(DataError, match=r"panoptic.json: duplicate image id\(s\) \[1\]"):
+        read_images(split_paths["panoptic_json"])
+    edit_json(split_paths["panoptic_json"], lambda d: d.pop("annotations"))
+    with pytest.raises(DataError, match="panoptic.json: not a COCO panoptic JSON"):
+        read_images(split_paths["panoptic_json"])
+
+
+def test_instance_store_keeps_the_split_images_and_decodes_in_one_batch():
+    from oanet.data.instances import decode_instances, index_instances
+
+    square = {"size": [4, 6], "counts": [6, 2, 2, 2, 12]}  # column-major: rows 2-3 of columns 1-2
+    annotations = [
+        {"id": 5, "image_id": 1, "category_id": 3, "iscrowd": 1, "segmentation": square},
+        {"id": 6, "image_id": 99, "category_id": 7, "segmentation": []},  # not in the split: skipped, unchecked
+    ]
+    store = index_instances(annotations, "inst.json", image_ids={1, 2}, thing_ids={1, 3}, panoptic_json="p.json")
+    assert set(store) == {1}
+    masks, category_ids, iscrowd = decode_instances(store[1], 4, 6, "inst.json: image 1")
+    assert masks.shape == (1, 4, 6) and masks[0, 2:4, 1:3].all() and masks.sum() == 4
+    assert category_ids.tolist() == [3] and iscrowd.tolist() == [True]
+    empty = decode_instances(store.get(2), 4, 6, "inst.json: image 2")
+    assert [a.shape for a in empty] == [(0, 4, 6), (0,), (0,)]
+    with pytest.raises(DataError, match=r"inst.json: annotation 5 has category id 3, not a thing category of p.json"):
+        index_instances(annotations, "inst.json", image_ids={1}, thing_ids={1}, panoptic_json="p.json")

@@ -85,12 +85,18 @@ def test_demo_quick_writes_report_with_both_orders(demo):
 
 @pytest.mark.slow
 def test_demo_overlays_show_ground_truth_and_both_orders(demo, tmp_path):
+    from oanet import Predictor
     from oanet.engine.demo import benchmark_split, draw_order_comparisons
+    from oanet.engine.evaluate import evaluate
 
-    categories = json.loads((demo / "eval" / "score_order" / "panoptic.json").read_text())["categories"]
     split = benchmark_split(demo / "data", "val")
-    name = json.loads(Path(split.panoptic_json).read_text())["images"][0]["file_name"]
-    (picture,) = draw_order_comparisons([name], split, demo / "eval", categories, tmp_path)
+    predictor = Predictor.from_checkpoint(demo / "train" / "model_final.pth", order="both", score_thresh=0.0)
+    evaluation = evaluate(predictor, split, tmp_path / "eval", workers=0, keep_most_different=2, progress=False)
+    kept = evaluation.most_different
+    assert kept and len(kept) <= 2
+    differences = sorted(evaluation.differences.values(), reverse=True)
+    assert [d for _, _, d in kept] == differences[: len(kept)]  # the most different, most first
+    (picture, *_) = draw_order_comparisons(kept, split, predictor.categories, tmp_path / "overlays")
     with Image.open(picture) as img:
         width, height = img.size
     # ground truth | heuristic | SRM, each 64 px image enlarged 6x (to OVERLAY_MIN_SIDE = 384)
@@ -120,6 +126,32 @@ def test_evaluate_cli_on_a_subset(demo, tmp_path):
 
 
 @pytest.mark.slow
+def test_evaluate_and_predict_under_torchrun_match_one_process(demo, tmp_path):
+    """2 processes (gloo, CPU) shard the images and write exactly the files of 1 process."""
+    checkpoint = str(demo / "train" / "model_final.pth")
+    split = ["--data-json", str(demo / "data" / "annotations" / "panoptic_val.json"),
+             "--data-png-dir", str(demo / "data" / "annotations" / "panoptic_val"),
+             "--data-image-dir", str(demo / "data" / "images" / "val"), "--workers", "0", "--no-progress"]
+    images = str(demo / "data" / "images" / "val")
+    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "oanet.cli"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for command, args in (("evaluate", split), ("predict", [images, "--order", "both", "--no-progress"])):
+        outs = {}
+        for name, prefix in (("one", [sys.executable, "-m", "oanet.cli"]), ("two", launch)):
+            outs[name] = tmp_path / f"{command}_{name}"
+            proc = subprocess.run([*prefix, command, "--checkpoint", checkpoint, *args, "--out", str(outs[name])],
+                                  cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+            assert proc.returncode == 0, proc.stderr[-3000:]
+        files = sorted(p.relative_to(outs["one"]) for p in outs["one"].rglob("*") if p.is_file())
+        assert files == sorted(p.relative_to(outs["two"]) for p in outs["two"].rglob("*") if p.is_file())
+        assert any(f.suffix == ".png" for f in files)
+        for f in files:
+            if f.suffix != ".jpg":  # JPEG overlays are drawn from the same maps; PNG/JSON compared bytewise
+                assert (outs["one"] / f).read_bytes() == (outs["two"] / f).read_bytes(), f
+    assert json.loads((tmp_path / "evaluate_two" / "results.json").read_text())["srm_order"]["All"]["n"] > 0
+
+
+@pytest.mark.slow
 def test_predict_cli_both_orders_on_a_folder(demo, tmp_path, capsys):
     # The CLI's own entry point, in this process (torch is already imported: saves a start-up).
     images = demo / "data" / "images" / "val"
@@ -140,12 +172,12 @@ def test_predict_cli_both_orders_on_a_folder(demo, tmp_path, capsys):
 
 @pytest.mark.slow
 def test_predict_single_order_in_process(demo, tmp_path):
-    from oanet.engine.checkpoint import load_model_from_checkpoint
+    from oanet import Predictor
     from oanet.engine.predict import predict
 
-    model, cfg, label_space = load_model_from_checkpoint(demo / "train" / "model_final.pth")
+    predictor = Predictor.from_checkpoint(demo / "train" / "model_final.pth", order="score")
     image = next((demo / "data" / "images" / "val").iterdir())
-    summary = predict(model, cfg, label_space, [image], tmp_path / "one", order="score", progress=False)
+    summary = predict(predictor, [image], tmp_path / "one", progress=False)
     assert summary["images"] == 1
     assert_valid_panoptic_output(tmp_path / "one" / "panoptic.json", expected_images=1)
     with Image.open(tmp_path / "one" / "overlays" / f"{image.stem}.jpg") as img:
@@ -224,14 +256,6 @@ def test_schedule_scaling_and_logged_training_time():
     assert scaled.solver.warmup_iters == 10 and cfg.solver.max_iter == 800
     rows = [{"iteration": 10, "time_per_iter": 2.0}, {"iteration": 20, "time_per_iter": 1.0}, {"loss": 1.0}]
     assert training_seconds(rows) == pytest.approx(30.0)
-
-
-def test_most_different_skips_identical_maps_and_orders_by_difference():
-    from oanet.engine.demo import most_different
-
-    diffs = {"a.jpg": 0.0, "b.jpg": 0.2, "c.jpg": 0.5, "d.jpg": 0.2}
-    assert most_different(diffs, 2) == [("c.jpg", 0.5), ("b.jpg", 0.2)]
-    assert most_different({"a.jpg": 0.0}, 4) == []
 
 
 def test_preset_is_found_and_points_at_the_benchmark(tmp_path):

@@ -5,12 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from oanet.engine.evaluate import (
-    comparison_rows,
-    format_comparison,
-    format_comparison_markdown,
-    panoptic_map_difference,
-)
+from oanet.engine.evaluate import comparison_rows, format_comparison, format_comparison_markdown
+from oanet.evaluation.differences import panoptic_map_difference
 
 SCORE = {
     "All": {"pq": 0.40, "sq": 0.80, "rq": 0.50, "n": 6},
@@ -62,21 +58,20 @@ def test_split_categories_must_match_the_model(tmp_path):
     import json
 
     from oanet.data.labels import LabelSpace, parse_categories
-    from oanet.engine.evaluate import _checked_label_space
+    from oanet.engine.evaluate import check_label_space
     from oanet.errors import DataError
 
     cats = [{"id": 1, "name": "disc", "isthing": 1}, {"id": 7, "name": "sky", "isthing": 0}]
     gt = tmp_path / "gt.json"
     gt.write_text(json.dumps({"images": [], "annotations": [], "categories": cats}))
     model_space = LabelSpace(parse_categories(cats, "model"))
-    assert _checked_label_space(model_space, gt) is model_space
-    assert _checked_label_space(None, gt) == model_space  # no label space stored: the split's
+    check_label_space(model_space, gt)
     other = LabelSpace(parse_categories([{"id": 2, "name": "star", "isthing": 1}], "model"))
     with pytest.raises(DataError, match=r"gt\.json: the split's categories do not match"):
-        _checked_label_space(other, gt)
+        check_label_space(other, gt)
     flipped = LabelSpace(parse_categories([{**cats[0], "isthing": 0}, cats[1]], "model"))
     with pytest.raises(DataError, match="do not match"):
-        _checked_label_space(flipped, gt)
+        check_label_space(flipped, gt)
 
 
 @pytest.mark.parametrize("command", ["evaluate", "predict"])
@@ -103,15 +98,16 @@ def test_unavailable_device_is_a_one_line_error(command, tmp_path, monkeypatch, 
     assert err == f"oanet {command}: error: device 'cuda' requested but CUDA is not available (use device=cpu or auto)"
 
 
-def test_evaluate_names_an_image_too_thin_to_resize(tmp_path):
+def test_evaluate_names_an_image_too_thin_to_resize(tmp_path, tiny_checkpoint):
     import json
 
-    import torch
     from PIL import Image
 
-    from oanet.config import Config, SplitConfig
+    from oanet import Predictor
+    from oanet.config import SplitConfig
     from oanet.engine.evaluate import evaluate
     from oanet.errors import DataError
+    from conftest import TINY_CATEGORIES
 
     (tmp_path / "images").mkdir()
     (tmp_path / "png").mkdir()
@@ -120,8 +116,9 @@ def test_evaluate_names_an_image_too_thin_to_resize(tmp_path):
     gt.write_text(json.dumps({
         "images": [{"id": 1, "file_name": "thin.png", "width": 4000, "height": 2}],
         "annotations": [{"image_id": 1, "file_name": "thin.png", "segments_info": []}],
-        "categories": [{"id": 1, "name": "disc", "isthing": 1}],
+        "categories": TINY_CATEGORIES,
     }))
     split = SplitConfig(panoptic_json=str(gt), panoptic_dir=str(tmp_path / "png"), image_dir=str(tmp_path / "images"))
+    predictor = Predictor.from_checkpoint(tiny_checkpoint, order="both")
     with pytest.raises(DataError, match=r"thin\.png: image is 4000x2; .* short side would be 0 pixels"):
-        evaluate(torch.nn.Linear(1, 1), Config(), None, split, tmp_path / "out", num_workers=0, progress=False)
+        evaluate(predictor, split, tmp_path / "out", workers=0, progress=False)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from oanet.config import FusionConfig
+from oanet.data.labels import Category, LabelSpace
 from oanet.model.fusion import (
+    category_ids,
     fuse,
     paste_instances,
     paste_order,
@@ -22,8 +25,15 @@ def fuse_both_orders(prediction, label_space, stuff_classes, cfg):
     return fuse(prediction, label_space, stuff_classes, cfg, orders=("score", "srm"))
 
 
-# thing COCO ids by thing index, stuff COCO ids by stuff index
-LABELS = {"thing_category_ids": [1, 32], "stuff_category_ids": [184, 187]}
+
+def make_label_space(things, stuff):
+    """A LabelSpace of the given thing and stuff COCO ids (names and colours do not matter to fusion)."""
+    cats = [Category(i, f"thing{i}", True, (i % 256, 0, 0)) for i in things]
+    return LabelSpace(cats + [Category(i, f"stuff{i}", False, (0, i % 256, 0)) for i in stuff])
+
+
+# thing COCO ids by thing index (person 1, tie 32), stuff COCO ids by stuff index
+LABELS = make_label_space([1, 32], [184, 187])
 CFG = FusionConfig(score_thresh=0.5, overlap_thresh=0.5, stuff_area_limit=0, stuff_area_reference_size=800)
 
 
@@ -48,7 +58,7 @@ def test_tie_on_person_score_order_hides_tie_srm_order_shows_it():
         "labels": labels,
         "scores": scores,
         "ranking_scores": ranking,
-        "sem_seg": torch.zeros(4, 40, 40).index_fill_(0, torch.tensor([2]), 1.0),  # all stuff 0
+        "sem_seg_labels": torch.full((40, 40), 2),  # all stuff 0
     }
     both = fuse_both_orders(prediction, LABELS, "all", CFG)
 
@@ -83,11 +93,11 @@ def test_both_orders_paste_only_the_selected_detections():
         "labels": torch.cat([labels, torch.tensor([0])]),
         "scores": torch.tensor([0.997, 0.662, 0.3]),
         "ranking_scores": torch.tensor([0.325, 0.878, 0.99]),
-        "sem_seg": torch.zeros(4, 40, 40).index_fill_(0, torch.tensor([2]), 1.0),
+        "sem_seg_labels": torch.full((40, 40), 2),
     }
     both = fuse_both_orders(prediction, LABELS, "all", CFG)
-    two = {k: v[:2] for k, v in prediction.items() if k != "sem_seg"}
-    expected = fuse_both_orders({**two, "sem_seg": prediction["sem_seg"]}, LABELS, "all", CFG)
+    two = {k: v[:2] for k, v in prediction.items() if k != "sem_seg_labels"}
+    expected = fuse_both_orders({**two, "sem_seg_labels": prediction["sem_seg_labels"]}, LABELS, "all", CFG)
     for order in ("score", "srm"):
         assert torch.equal(both[order][0], expected[order][0])
         assert both[order][1] == expected[order][1]
@@ -101,7 +111,7 @@ def test_one_order_fuses_only_that_order_with_the_same_result():
         "labels": labels,
         "scores": torch.tensor([0.997, 0.662]),
         "ranking_scores": torch.tensor([0.325, 0.878]),
-        "sem_seg": torch.zeros(4, 40, 40).index_fill_(0, torch.tensor([2]), 1.0),
+        "sem_seg_labels": torch.full((40, 40), 2),
     }
     both = fuse_both_orders(prediction, LABELS, "all", CFG)
     prediction["selected"] = torch.tensor([True, True])
@@ -159,7 +169,7 @@ def test_score_threshold_and_same_class_fallback_to_detection_score():
     masks = torch.stack([m0, m1, torch.zeros(h, w), _box_mask(h, w, 0, 10, 0, 10)])
     sem = torch.full((h, w), 2)
     prediction = {"masks": masks, "labels": labels, "scores": det, "ranking_scores": rank,
-                  "selected": det >= CFG.score_thresh, "sem_seg": torch.nn.functional.one_hot(sem, 4).permute(2, 0, 1).float()}
+                  "selected": det >= CFG.score_thresh, "sem_seg_labels": sem}
     ids, segments = fuse(prediction, LABELS, "all", CFG, orders=("srm",))["srm"]
     things = [s for s in segments if s["isthing"]]
     # Instance 1 (det 0.9) on top; instance 3 is not selected (below score_thresh); instance 2 is empty.
@@ -208,25 +218,27 @@ def test_empty_inputs_give_all_void():
         torch.zeros(0, h, w), torch.zeros(0, dtype=torch.long), torch.zeros(0), torch.zeros(0), sem, LABELS, "all", CFG
     )
     assert segments == [] and ids.shape == (h, w) and int(ids.abs().sum()) == 0
-    # Label space given as a plain (things, stuff) pair with no stuff classes at all.
+    # A label space with no stuff classes at all.
     ids, segments = panoptic_fusion(
-        torch.ones(1, h, w), torch.tensor([0]), torch.tensor([0.9]), torch.tensor([0.9]), sem, ([1], []), "all", CFG
+        torch.ones(1, h, w), torch.tensor([0]), torch.tensor([0.9]), torch.tensor([0.9]), sem, make_label_space([1], []),
+        "all", CFG,
     )
     assert segments[0]["category_id"] == 1 and (ids == 1).all()
 
 
-def test_label_space_object_with_thing_and_stuff_id_arrays():
-    import types
-
-    import numpy as np
-
-    space = types.SimpleNamespace(thing_ids=np.array([1, 32]), stuff_ids=np.array([184, 187]))
+def test_category_ids_come_from_a_label_space_only():
+    assert category_ids(LABELS) == ([1, 32], [184, 187])
     sem = torch.full((6, 6), 3)
     masks = torch.zeros(1, 6, 6, dtype=torch.bool)
     masks[0, :3] = True
-    ids, segments = panoptic_fusion(masks, torch.tensor([1]), torch.tensor([0.9]), torch.tensor([0.9]), sem, space, "all", CFG)
+    ids, segments = panoptic_fusion(masks, torch.tensor([1]), torch.tensor([0.9]), torch.tensor([0.9]), sem, LABELS, "all", CFG)
     assert [(s["category_id"], s["isthing"], s["area"]) for s in segments] == [(32, True, 18), (187, False, 18)]
     assert ids[:3].eq(1).all() and ids[3:].eq(2).all()
+    with pytest.raises(TypeError, match="must be an oanet.data.labels.LabelSpace, got tuple"):
+        category_ids(([1, 32], [184, 187]))
+    with pytest.raises(TypeError, match="got dict"):
+        panoptic_fusion(masks, torch.tensor([1]), torch.tensor([0.9]), torch.tensor([0.9]), sem,
+                        {"thing_category_ids": [1, 32], "stuff_category_ids": [184, 187]}, "all", CFG)
 
 
 def test_fully_hidden_instance_is_dropped_even_with_overlap_thresh_zero():
@@ -236,7 +248,7 @@ def test_fully_hidden_instance_is_dropped_even_with_overlap_thresh_zero():
     cfg = FusionConfig(score_thresh=0.5, overlap_thresh=0.0, stuff_area_limit=0, stuff_area_reference_size=800)
     prediction = {
         "masks": masks, "labels": labels, "scores": torch.tensor([0.997, 0.662]),
-        "ranking_scores": torch.tensor([0.325, 0.878]), "sem_seg": torch.zeros(4, 40, 40),
+        "ranking_scores": torch.tensor([0.325, 0.878]), "sem_seg_labels": torch.zeros(40, 40, dtype=torch.long),
         "selected": torch.tensor([True, True]),
     }
     things = [s for s in fuse(prediction, LABELS, "all", cfg, orders=("score",))["score"][1] if s["isthing"]]
@@ -248,6 +260,6 @@ def test_fuse_refuses_an_output_without_selected_detections():
 
     masks, labels = _tie_on_person()
     prediction = {"masks": masks, "labels": labels, "scores": torch.tensor([0.9, 0.8]),
-                  "ranking_scores": torch.tensor([0.1, 0.2]), "sem_seg": torch.zeros(4, 40, 40)}
+                  "ranking_scores": torch.tensor([0.1, 0.2]), "sem_seg_labels": torch.zeros(40, 40, dtype=torch.long)}
     with pytest.raises(ValueError, match="selected"):
         fuse(prediction, LABELS, "all", CFG)

@@ -19,7 +19,7 @@ from oanet.config import (
 )
 from oanet.errors import ConfigError
 from oanet.model.backbone import OANetBackbone
-from oanet.model.oanet import LOSS_KEYS, OANet, build_model, resample_to_original
+from oanet.model.oanet import LOSS_KEYS, OANet, build_model, resample_to_original, stuff_labels
 from oanet.model.transform import PanopticTransform
 
 T, S = 3, 2
@@ -139,8 +139,9 @@ def test_train_and_inference_step(sharing, classes, kernel, srm):
         assert out["labels"].dtype == torch.int64 and out["labels"].min() >= 0 and out["labels"].max() < T
         assert out["masks"].shape == (n, h, w) and 0 <= out["masks"].min() and out["masks"].max() <= 1
         assert out["ranking_scores"].shape == (n,)
-        assert out["sem_seg"].shape == (channels, h, w)
-        assert torch.allclose(out["sem_seg"].sum(0), torch.ones(h, w), atol=1e-4)
+        assert out["sem_seg_labels"].shape == (h, w) and out["sem_seg_labels"].dtype == torch.int64
+        assert out["sem_seg_logits"].shape[0] == channels and out["sem_seg_logits"].dim() == 3
+        assert out["selected"].dtype == torch.bool and out["selected"].shape == (n,)
         assert (out["boxes"][:, 2:] <= torch.tensor([w, h]) + 1e-3).all()
         if srm:
             assert ((out["ranking_scores"] >= 0) & (out["ranking_scores"] <= 1)).all()
@@ -232,6 +233,19 @@ def test_resample_to_original_aligns_stride4_logits():
     assert out.shape == (2, 24, 32)
     labels = out.argmax(0)
     assert (labels[:, :15] == 0).all() and (labels[:, 17:] == 1).all()
+
+
+@pytest.mark.parametrize("original", [(24, 32), (48, 64), (61, 83), (7, 9)])
+def test_stuff_labels_equal_the_argmax_of_the_full_resampling(original):
+    # Smooth random logits with many classes: large uniform regions and plenty of boundaries.
+    g = torch.Generator().manual_seed(sum(original))
+    logits = torch.nn.functional.interpolate(torch.randn(1, 9, 5, 5, generator=g) * 3, size=(16, 16),
+                                             mode="bicubic", align_corners=False)[0]
+    logits += torch.randn(9, 16, 16, generator=g) * 0.3
+    full = resample_to_original(logits, (48, 64), original, stride=4).argmax(0)
+    fast = stuff_labels(logits, (48, 64), original, stride=4)
+    assert torch.equal(fast, full)
+    assert 0 < len(torch.unique(full)) <= 9
 
 
 def test_backbone_weights_freezing_and_norm(tmp_path):

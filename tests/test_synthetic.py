@@ -12,8 +12,11 @@ import pytest
 from pycocotools import mask as mask_utils
 
 from oanet.data import synthetic
+from oanet.data.morphology import label_boundary
 from oanet.data.png_io import read_id_png
+from oanet.data.synthetic.geometry import Grid, Shape, polygon_mask, shape_mask
 from oanet.errors import DataError
+from oanet.evaluation.order_experiment import order_experiment, priority_order
 
 SIZE = 96
 SEED = 3
@@ -111,34 +114,52 @@ def test_scenes_have_overlaps_same_class_overlaps_crowd_and_void() -> None:
 
 
 def test_shapes_scale_with_the_image_size() -> None:
-    small, large = synthetic.Grid.square(128), synthetic.Grid.square(256)
+    small, large = Grid.square(128), Grid.square(256)
     for cls in synthetic.THINGS:
-        shape = synthetic.Shape(cls.name, 64.0, 64.0, 0.3, 40.0)
-        area_small = synthetic.shape_mask(shape, small).sum()
-        doubled = synthetic.Shape(cls.name, 128.0, 128.0, 0.3, 80.0)
-        area_large = synthetic.shape_mask(doubled, large).sum()
+        shape = Shape(cls.name, 64.0, 64.0, 0.3, 40.0)
+        area_small = shape_mask(shape, small).sum()
+        doubled = Shape(cls.name, 128.0, 128.0, 0.3, 80.0)
+        area_large = shape_mask(doubled, large).sum()
         assert area_small > 0 and abs(area_large / area_small - 4) < 0.4, cls.name
 
 
 def test_polygon_mask_and_label_boundary() -> None:
-    grid = synthetic.Grid.square(10)
-    square = synthetic.polygon_mask(grid.xs, grid.ys, [(2, 2), (8, 2), (8, 8), (2, 8)])
+    grid = Grid.square(10)
+    square = polygon_mask(grid.xs, grid.ys, [(2, 2), (8, 2), (8, 8), (2, 8)])
     assert square.sum() == 36 and square[2:8, 2:8].all()
     labels = np.zeros((10, 10), dtype=np.int64)
     labels[:, 5:] = 1
-    band = synthetic.label_boundary(labels, 1)
+    band = label_boundary(labels, 1)
     assert band[:, 4:6].all() and band.sum() == 20
 
 
 def test_order_experiment_true_depth_is_perfect_and_heuristics_are_not(dataset: Path, tmp_path: Path) -> None:
-    results = synthetic.order_experiment(dataset, split="train", orders=("depth", "larger_on_top", "frequency"),
-                                         out_dir=tmp_path / "orders", workers=1)
+    results = order_experiment(dataset, split="train", orders=("depth", "larger_on_top", "frequency"),
+                               out_dir=tmp_path / "orders", workers=1)
     assert results["depth"]["Things"]["pq"] == pytest.approx(1.0)
     assert results["depth"]["All"]["pq"] == pytest.approx(1.0)
     assert results["larger_on_top"]["Things"]["pq"] < 1.0
     assert results["frequency"]["Things"]["pq"] < 1.0
     assert results["larger_on_top"]["Stuff"]["pq"] == pytest.approx(1.0)
     assert (tmp_path / "orders/depth/panoptic_pred.json").is_file()
+
+
+def test_priority_orders_on_hand_made_instances() -> None:
+    # category 1 is the most frequent class; the instance of depth 2 lies on top of the scene
+    annotations = [{"depth": 0, "area": 50, "category_id": 1}, {"depth": 2, "area": 10, "category_id": 2},
+                   {"depth": 1, "area": 30, "category_id": 1}]
+    rank = {1: 0, 2: 1}
+
+    def order(name):
+        return priority_order(annotations, name, rank, np.random.default_rng(0))
+
+    assert order("depth") == [1, 2, 0]
+    assert order("larger_on_top") == [0, 2, 1]
+    assert order("smaller_on_top") == [1, 2, 0]
+    assert order("frequency")[-1] == 1 and set(order("frequency")[:2]) == {0, 2}
+    assert sorted(order("random")) == [0, 1, 2]
+    with pytest.raises(DataError, match="unknown order"):
+        order("score")
 
 
 def test_python_api_rejects_bad_arguments(tmp_path: Path) -> None:
@@ -149,7 +170,7 @@ def test_python_api_rejects_bad_arguments(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="workers"):
         synthetic.generate_dataset(tmp_path / "a", train=1, val=0, workers=0, progress=False)
     with pytest.raises(DataError, match="unknown order"):
-        synthetic.order_experiment(tmp_path, orders=("score",))
+        order_experiment(tmp_path, orders=("score",))
 
 
 def _oanet(*args: str) -> subprocess.CompletedProcess:
@@ -193,3 +214,12 @@ def test_cli_refuses_a_non_empty_directory_without_overwrite_and_never_imports_t
     assert proc.returncode == 0, proc.stderr
     assert (out / "keep.txt").read_text() == "mine", "--overwrite removes only what synth writes"
     assert len(list((out / "images/train").iterdir())) == 2
+
+
+def test_cli_defaults_mirror_the_generator_defaults() -> None:
+    # commands/synth.py repeats them as literals so that `oanet synth --help` imports nothing heavy
+    from oanet.commands import synth as command
+
+    assert (command.DEFAULT_TRAIN, command.DEFAULT_VAL, command.DEFAULT_SIZE, command.DEFAULT_SEED) == (
+        synthetic.DEFAULT_TRAIN, synthetic.DEFAULT_VAL, synthetic.DEFAULT_SIZE, synthetic.DEFAULT_SEED
+    )

@@ -16,7 +16,8 @@ from oanet.engine.data import (
     rank_slice,
     split_chunks,
 )
-from oanet.engine.train import chunk_seed, effective_base_lr, lr_at, schedule_of
+from oanet.engine.schedule import effective_base_lr, lr_at, schedule_of
+from oanet.engine.train_step import chunk_seed
 from oanet.errors import ConfigError
 
 PAPER = dict(base_lr=0.02, warmup_iters=2000, warmup_factor=0.1, steps=(60000, 80000), gamma=0.1)
@@ -149,7 +150,7 @@ def test_negative_loader_workers_is_a_config_error_before_any_work(tmp_path):
 
 def test_resume_schedule_may_extend_but_not_change_the_past():
     from oanet.config import Config
-    from oanet.engine.train import run_schedule, schedule_differences
+    from oanet.engine.schedule import run_schedule, schedule_differences
 
     cfg = Config()
     stored = run_schedule(cfg)

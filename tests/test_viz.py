@@ -7,6 +7,7 @@ import pytest
 from PIL import Image
 
 from oanet import viz
+from oanet.data.labels import generated_color
 
 CATEGORIES = {
     1: {"id": 1, "name": "person", "isthing": 1},
@@ -46,7 +47,7 @@ def test_instances_of_one_class_get_different_colours_and_stuff_its_category_col
     colors = viz.segment_colors(segments, CATEGORIES)
     assert colors[11] != colors[13]  # two persons
     assert colors[11] != colors[12]  # person vs tie
-    assert colors[7] == viz.category_color(10)
+    assert colors[7] == generated_color(10)
     # A category's own colour (COCO JSONs carry one) wins over the generated palette.
     coloured = {**CATEGORIES, 10: {**CATEGORIES[10], "color": [1, 2, 3]}}
     assert viz.segment_colors(segments, coloured)[7] == (1, 2, 3)
@@ -54,8 +55,8 @@ def test_instances_of_one_class_get_different_colours_and_stuff_its_category_col
     assert viz.segment_colors(segments, CATEGORIES) == colors
 
 
-def test_category_colours_are_spread():
-    colors = {viz.category_color(i) for i in range(1, 201)}
+def test_generated_category_colours_are_spread():
+    colors = {generated_color(i) for i in range(1, 201)}
     assert len(colors) == 200
 
 
@@ -82,7 +83,7 @@ def test_overlay_blends_colours_keeps_void_and_draws_labels():
     out = np.asarray(plain)
     assert plain.size == (60, 40)
     np.testing.assert_array_equal(out[ids == 0], 100)  # void shows the image
-    expected = np.round(0.5 * 100 + 0.5 * np.asarray(viz.category_color(10), dtype=np.float64))
+    expected = np.round(0.5 * 100 + 0.5 * np.asarray(generated_color(10), dtype=np.float64))
     np.testing.assert_allclose(out[2, 30], expected, atol=1)
     labelled = np.asarray(viz.draw_panoptic(image, ids, segments, CATEGORIES, outlines=True, labels=True))
     assert (labelled != np.asarray(viz.draw_panoptic(image, ids, segments, CATEGORIES, labels=False))).any()

@@ -1,59 +1,65 @@
-"""``oanet evaluate``: PQ of a checkpoint on a split, score-order heuristic vs SRM order, from one pass."""
+"""``oanet evaluate``: PQ of a model on a split, score-order heuristic vs SRM order, from one pass."""
 
 from __future__ import annotations
 
-HELP = "evaluate a checkpoint (PQ/SQ/RQ) with the score-order heuristic and the SRM order side by side"
+HELP = "evaluate a checkpoint or an exported model (PQ/SQ/RQ): score-order heuristic and SRM order side by side"
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--checkpoint", required=True, help="model_final.pth or last.pth written by `oanet train`")
+    from oanet.commands.common import add_model_arguments
+
+    add_model_arguments(parser, "model_final.pth or last.pth written by `oanet train`")
     parser.add_argument("--data-json", help="COCO panoptic JSON of the split (default: the checkpoint config's data.val)")
     parser.add_argument("--data-png-dir", help="folder of the split's panoptic PNGs")
     parser.add_argument("--data-image-dir", help="folder of the split's images")
-    parser.add_argument("--out", help="output folder (default: <checkpoint folder>/eval_<checkpoint name>)")
+    parser.add_argument("--out", help="output folder (default: <model folder>/eval_<model name>)")
     parser.add_argument("--workers", type=int, default=None, help="PQ worker processes (default: all cores)")
     parser.add_argument("--max-images", type=int, default=None, help="evaluate only the first N images (by id)")
-    parser.add_argument("--batch-size", type=int, default=1, help="images per forward pass (default 1)")
-    parser.add_argument("--loader-workers", type=int, default=None, help="image-loading processes (default: config's data.num_workers)")
-    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: the config's device)")
+    parser.add_argument("--score-thresh", type=float, default=None,
+                        help="detection score from which instances are ranked and pasted (default: the model's)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar or progress lines")
 
 
-def run(args) -> int:
-    import dataclasses
-    from pathlib import Path
-
-    from oanet.engine.checkpoint import load_model_from_checkpoint
-    from oanet.engine.distributed import resolve_device
-    from oanet.engine.evaluate import evaluate, format_comparison
+def split_from_args(args, predictor):
+    """The evaluation split: the options, completed by the checkpoint config's data.val."""
+    from oanet.config import SplitConfig
     from oanet.errors import ConfigError
 
-    if args.max_images is not None and args.max_images < 1:
-        raise ConfigError(f"--max-images must be >= 1, got {args.max_images}")
-    if args.batch_size < 1:
-        raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
-    for name, value in (("--workers", args.workers), ("--loader-workers", args.loader_workers)):
-        if value is not None and value < 0:
-            raise ConfigError(f"{name} must be >= 0, got {value}")
-    checkpoint = Path(args.checkpoint)
-    model, cfg, label_space = load_model_from_checkpoint(checkpoint, device="cpu")
-    device = resolve_device(args.device or cfg.device)
-    model.to(device)
-    split = dataclasses.replace(
-        cfg.data.val,
-        panoptic_json=args.data_json or cfg.data.val.panoptic_json,
-        panoptic_dir=args.data_png_dir or cfg.data.val.panoptic_dir,
-        image_dir=args.data_image_dir or cfg.data.val.image_dir,
+    base = predictor.cfg.data.val if hasattr(predictor, "cfg") else SplitConfig()
+    split = SplitConfig(
+        panoptic_json=args.data_json or base.panoptic_json,
+        panoptic_dir=args.data_png_dir or base.panoptic_dir,
+        image_dir=args.data_image_dir or base.image_dir,
     )
     for name, value in (("--data-json", split.panoptic_json), ("--data-png-dir", split.panoptic_dir),
                         ("--data-image-dir", split.image_dir)):
         if not value:
-            raise ConfigError(f"{checkpoint}: its config names no validation split; pass {name}")
-    out_dir = Path(args.out) if args.out else checkpoint.parent / f"eval_{checkpoint.stem}"
-    results = evaluate(
-        model, cfg, label_space, split, out_dir,
-        workers=args.workers, max_images=args.max_images, batch_size=args.batch_size,
-        num_workers=args.loader_workers,
-    )
-    print(format_comparison(results["score_order"], results["srm_order"]))
-    print(f"wrote {out_dir / 'results.json'}")
+            where = f"{args.checkpoint}: its config names no validation split" if args.checkpoint else "with --onnx"
+            raise ConfigError(f"{where}; pass {name}")
+    return split
+
+
+def run(args) -> int:
+    from pathlib import Path
+
+    from oanet.commands.common import check_common, is_main_process, predictor_from_args
+    from oanet.engine.evaluate import evaluate, format_comparison
+    from oanet.errors import ConfigError
+
+    check_common(args)
+    if args.max_images is not None and args.max_images < 1:
+        raise ConfigError(f"--max-images must be >= 1, got {args.max_images}")
+    if args.workers is not None and args.workers < 0:
+        raise ConfigError(f"--workers must be >= 0, got {args.workers}")
+    model_path = Path(args.checkpoint or args.onnx)
+    out_dir = Path(args.out) if args.out else model_path.parent / f"eval_{model_path.stem}"
+    with predictor_from_args(args, order="both") as predictor:
+        split = split_from_args(args, predictor)
+        evaluation = evaluate(
+            predictor, split, out_dir, workers=args.workers, max_images=args.max_images,
+            batch_size=args.batch_size, loader_threads=args.loader_threads, progress=not args.no_progress,
+        )
+    if is_main_process():
+        print(format_comparison(evaluation.results["score_order"], evaluation.results["srm_order"]))
+        print(f"wrote {out_dir / 'results.json'}")
     return 0

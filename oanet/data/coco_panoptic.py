@@ -8,133 +8,25 @@
 
 from __future__ import annotations
 
-import json
-import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from oanet.data.labels import VOID, Category, LabelSpace, is_integer, parse_categories
+from oanet.data.instances import decode_instances, read_record
+from oanet.data.labels import VOID, Category, LabelSpace, parse_categories
+from oanet.data.panoptic_json import (  # noqa: F401  (re-exported: the records and readers of a split)
+    ImageInfo,
+    PanopticAnnotation,
+    check_image_id,
+    read_images,
+    read_json,
+    with_colors_from,
+)
 from oanet.data.png_io import OFFSET, read_id_png, write_id_png
+from oanet.data.split_index import load_split_index
 from oanet.errors import DataError
 from oanet.fileio import write_json_atomic  # noqa: F401  (re-exported: PanopticWriter and callers use it)
-
-# --------------------------------------------------------------------------------------------
-# records
-
-
-@dataclass(frozen=True)
-class ImageInfo:
-    id: Any  # int for COCO; kept as the JSON has it
-    file_name: str
-    width: int
-    height: int
-
-    def to_dict(self) -> dict:
-        return {"id": self.id, "file_name": self.file_name, "width": self.width, "height": self.height}
-
-
-@dataclass(frozen=True, eq=False)
-class PanopticAnnotation:
-    """One image's ``segments_info`` as parallel arrays (segment order of the JSON)."""
-
-    image_id: Any
-    file_name: str  # the panoptic PNG's name
-    segment_ids: np.ndarray  # uint32 (K,)
-    category_ids: np.ndarray  # int64 (K,)
-    iscrowd: np.ndarray  # bool (K,)
-    areas: np.ndarray  # int64 (K,), as declared in the JSON
-    bboxes: np.ndarray  # float64 (K, 4), COCO [x, y, w, h] as declared
-
-    def __len__(self) -> int:
-        return len(self.segment_ids)
-
-
-# --------------------------------------------------------------------------------------------
-# JSON parsing
-
-
-def read_json(path: str | Path, what: str = "") -> Any:
-    """Parsed JSON; ``what`` (e.g. "prediction") names the file's role in the errors."""
-    path = Path(path)
-    role = f"{what} JSON" if what else "JSON file"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: {role} not found")
-    try:
-        with open(path, "rb") as f:
-            return json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        kind = f"malformed {what} JSON" if what else "not valid JSON"
-        raise DataError(f"{path}: {kind} ({exc})") from None
-
-
-def check_image_id(image_id: Any, where: str) -> Any:
-    """Image ids are looked up in dicts: a number or a string, never a list or an object."""
-    if isinstance(image_id, bool) or not isinstance(image_id, (int, float, str)):
-        raise DataError(f"{where}: image id {image_id!r} is not a number or a string")
-    return image_id
-
-
-def _parse_images(raw: Any, where: str) -> list[ImageInfo]:
-    if not isinstance(raw, list):
-        raise DataError(f"{where}: 'images' must be a list")
-    images = []
-    for img in raw:
-        try:
-            info = ImageInfo(img["id"], str(img["file_name"]), int(img["width"]), int(img["height"]))
-        except (KeyError, TypeError, ValueError):
-            raise DataError(f"{where}: image entry needs id, file_name, width, height: {img!r}") from None
-        check_image_id(info.id, where)
-        if info.width <= 0 or info.height <= 0:
-            raise DataError(f"{where}: image {info.id} has size {info.width}x{info.height}")
-        images.append(info)
-    ids = [i.id for i in images]
-    if len(set(ids)) != len(ids):
-        seen, dup = set(), []
-        for i in ids:
-            (dup.append(i) if i in seen else seen.add(i))
-        raise DataError(f"{where}: duplicate image id(s) {sorted(set(dup), key=str)[:10]}")
-    return images
-
-
-def _parse_annotation(ann: Any, where: str, known_categories: np.ndarray) -> PanopticAnnotation:
-    if not isinstance(ann, dict) or "image_id" not in ann or "segments_info" not in ann:
-        raise DataError(f"{where}: annotation without image_id and segments_info")
-    image_id = check_image_id(ann["image_id"], where)
-    here = f"{where}: image {image_id}"
-    segments = ann["segments_info"]
-    try:
-        segment_ids = np.array([s["id"] for s in segments], dtype=np.int64)
-        category_ids = np.array([s["category_id"] for s in segments], dtype=np.int64)
-    except (KeyError, TypeError, ValueError):
-        raise DataError(f"{here}: every segment needs an integer 'id' and 'category_id'") from None
-    if any(isinstance(v, float) and not v.is_integer() for seg in segments for v in (seg["id"], seg["category_id"])):
-        raise DataError(f"{here}: every segment needs an integer 'id' and 'category_id' (got a fraction)")
-    if ((segment_ids <= 0) | (segment_ids >= OFFSET)).any():
-        raise DataError(f"{here}: segment ids must be in 1..{OFFSET - 1}, got {segment_ids.min()}..{segment_ids.max()}")
-    unique_ids, counts = np.unique(segment_ids, return_counts=True)
-    if (counts > 1).any():
-        raise DataError(f"{here}: duplicate segment id(s) {unique_ids[counts > 1].tolist()}")
-    unknown = np.setdiff1d(category_ids, known_categories)
-    if unknown.size:
-        raise DataError(f"{here}: unknown category id(s) {unknown.tolist()}")
-    try:
-        bboxes = np.array([s.get("bbox", [0, 0, 0, 0]) for s in segments], dtype=np.float64).reshape(-1, 4)
-        areas = np.array([s.get("area", 0) for s in segments], dtype=np.int64)
-    except (TypeError, ValueError):
-        raise DataError(f"{here}: every segment's 'area' must be a number and 'bbox' four numbers") from None
-    return PanopticAnnotation(
-        image_id=image_id,
-        file_name=str(ann.get("file_name", "")),
-        segment_ids=segment_ids.astype(np.uint32),
-        category_ids=category_ids,
-        iscrowd=np.array([bool(s.get("iscrowd", 0)) for s in segments], dtype=bool),
-        areas=areas,
-        bboxes=bboxes,
-    )
-
 
 # --------------------------------------------------------------------------------------------
 # id maps
@@ -216,6 +108,11 @@ class PanopticSplit:
     The optional ``instances_json`` (COCO instances, overlapping masks) is paired by image id.
     ``categories_json`` (e.g. panopticapi's ``panoptic_coco_categories.json``) only supplies
     colours for categories the panoptic JSON gives none.
+
+    The annotations are held as flat columns (:class:`oanet.data.split_index.SplitIndex`), which
+    DataLoader workers forked from this process share instead of copying. With ``cache_dir`` the
+    columns are written there once and memory-mapped: another process opening the same JSONs (the
+    other ranks, a resumed run) maps that file instead of parsing them.
     """
 
     def __init__(
@@ -225,6 +122,7 @@ class PanopticSplit:
         image_dir: str | Path,
         instances_json: Optional[str | Path] = None,
         categories_json: Optional[str | Path] = None,
+        cache_dir: Optional[str | Path] = None,
     ):
         self.panoptic_json = Path(panoptic_json)
         self.panoptic_dir = Path(panoptic_dir)
@@ -232,39 +130,19 @@ class PanopticSplit:
         self.instances_json = Path(instances_json) if instances_json else None
         where = str(self.panoptic_json)
 
-        data = read_json(self.panoptic_json)
-        if not isinstance(data, dict) or not {"categories", "images", "annotations"} <= set(data):
-            raise DataError(f"{where}: not a COCO panoptic JSON (needs categories, images, annotations)")
-        raw_categories = data["categories"]
+        self._index = load_split_index(self.panoptic_json, self.instances_json, Path(cache_dir) if cache_dir else None)
+        raw_categories = self._index.raw_categories
         if categories_json is not None:
-            raw_categories = _with_colors_from(raw_categories, categories_json)
+            raw_categories = with_colors_from(raw_categories, categories_json)
         self.categories: list[Category] = parse_categories(raw_categories, where)
-        self.images: list[ImageInfo] = _parse_images(data["images"], where)
-        if not self.images:
-            raise DataError(f"{where}: the split has no images")
+        self.images = self._index.images  # a Sequence[ImageInfo], made on access
         if not self.panoptic_dir.is_dir():
             raise FileNotFoundError(f"{self.panoptic_dir}: panoptic PNG folder not found")
         if not self.image_dir.is_dir():
             raise FileNotFoundError(f"{self.image_dir}: image folder not found")
 
-        self._image_by_id = {img.id: img for img in self.images}
-        known = np.array(sorted(c.id for c in self.categories), dtype=np.int64)
-        self._annotations: dict[Any, PanopticAnnotation] = {}
-        for raw in data["annotations"]:
-            ann = _parse_annotation(raw, where, known)
-            if ann.image_id not in self._image_by_id:
-                raise DataError(f"{where}: annotation for unknown image id {ann.image_id}")
-            if ann.image_id in self._annotations:
-                raise DataError(f"{where}: image {ann.image_id} has more than one annotation")
-            self._annotations[ann.image_id] = ann
-        missing = [img.id for img in self.images if img.id not in self._annotations]
-        if missing:
-            raise DataError(f"{where}: {len(missing)} image(s) without annotation, e.g. {missing[:5]}")
-
-        self._instances = self._load_instances() if self.instances_json else None
-
     @classmethod
-    def from_config(cls, cfg: Any, where: str = "split config") -> "PanopticSplit":
+    def from_config(cls, cfg: Any, where: str = "split config", cache_dir: Optional[str | Path] = None) -> "PanopticSplit":
         """From a ``SplitConfig`` (anything with its attributes); ``where`` names it in errors."""
         for name in ("panoptic_json", "panoptic_dir", "image_dir"):
             if not getattr(cfg, name):
@@ -275,39 +153,51 @@ class PanopticSplit:
             cfg.image_dir,
             instances_json=getattr(cfg, "instances_json", None),
             categories_json=getattr(cfg, "categories_json", None),
+            cache_dir=cache_dir,
         )
 
     def __len__(self) -> int:
-        return len(self.images)
+        return len(self._index)
 
     @property
     def has_instances(self) -> bool:
-        return self._instances is not None
+        return self._index.has_instances
+
+    @property
+    def cache_file(self) -> Optional[Path]:
+        """The memory-mapped annotation cache, or None when the annotations are in this process's memory."""
+        return self._index.path
 
     def label_space(self) -> LabelSpace:
         return LabelSpace(self.categories)
 
+    def _position(self, image_id: Any) -> int:
+        i = self._index.position(image_id)
+        if i < 0:
+            raise DataError(f"{self.panoptic_json}: no image with id {image_id!r}")
+        return i
+
     def image_info(self, image_id: Any) -> ImageInfo:
-        try:
-            return self._image_by_id[image_id]
-        except KeyError:
-            raise DataError(f"{self.panoptic_json}: no image with id {image_id!r}") from None
+        return self._index.image(self._position(image_id))
 
     def annotation(self, image_id: Any) -> PanopticAnnotation:
-        self.image_info(image_id)
-        return self._annotations[image_id]
+        return self._index.annotation(self._position(image_id))
 
     def image_path(self, image_id: Any) -> Path:
         return self.image_dir / self.image_info(image_id).file_name
 
     def png_path(self, image_id: Any) -> Path:
-        ann = self.annotation(image_id)
-        name = ann.file_name or Path(self.image_info(image_id).file_name).with_suffix(".png").name
+        i = self._position(image_id)
+        name = self._index.png_name(i) or Path(self._index.image(i).file_name).with_suffix(".png").name
         return self.panoptic_dir / name
 
     def aspect_ratios(self) -> list[float]:
         """width / height of every image, in ``images`` order, from the JSON alone."""
-        return [img.width / img.height for img in self.images]
+        return self._index.aspect_ratios()
+
+    def used_category_ids(self) -> np.ndarray:
+        """The distinct category ids of the split's segments (int64, sorted)."""
+        return np.unique(self._index.category_ids()).astype(np.int64)
 
     # per image --------------------------------------------------------------------------------
     def read_id_map(self, image_id: Any) -> np.ndarray:
@@ -337,158 +227,29 @@ class PanopticSplit:
         return index
 
     # instances --------------------------------------------------------------------------------
-    def _load_instances(self) -> dict[Any, bytes]:
-        """Each split image's instance annotations as one compact JSON ``bytes``.
+    def _instance_rows(self, image_id: Any) -> list:
+        if not self.has_instances:
+            raise DataError(f"{self.panoptic_json}: this split has no instances_json")
+        record = self._index.instance_record(self._position(image_id))
+        try:
+            return read_record(record) if record else []
+        except Exception as exc:  # the records were written by index_instances: only a damaged cache gets here
+            raise DataError(f"{self.cache_file}: damaged instance record of image {image_id} ({exc}); delete the file") from None
 
-        A full COCO instances JSON is millions of small Python objects; DataLoader workers forked
-        from this process would copy them page by page as reference counts change. One bytes
-        object per image keeps that to a page per image touched.
-        """
-        where = str(self.instances_json)
-        data = read_json(self.instances_json)
-        if not isinstance(data, dict) or not {"images", "annotations", "categories"} <= set(data):
-            raise DataError(f"{where}: not a COCO instances JSON (needs images, annotations, categories)")
-        if not isinstance(data["annotations"], list):
-            raise DataError(f"{where}: 'annotations' must be a list")
-        instance_images = {img.id: img for img in _parse_images(data["images"], where)}
-        for img in self.images:
-            other = instance_images.get(img.id)
-            if other is None:
-                raise DataError(f"{where}: image {img.id} ({img.file_name}) of the panoptic split is missing")
-            if (other.width, other.height) != (img.width, img.height):
-                raise DataError(
-                    f"{where}: image {img.id} is {other.width}x{other.height} there but "
-                    f"{img.width}x{img.height} in {self.panoptic_json}"
-                )
-        things = {c.id for c in self.categories if c.isthing}
-        per_image: dict[Any, list] = {}
-        for ann in data["annotations"]:
-            if not isinstance(ann, dict) or "image_id" not in ann:
-                raise DataError(f"{where}: annotation without image_id")
-            if ann["image_id"] not in self._image_by_id:
-                continue  # the instances JSON may cover more images than the panoptic split
-            if ann.get("category_id") not in things:
-                raise DataError(
-                    f"{where}: annotation {ann.get('id')} has category id {ann.get('category_id')!r}, "
-                    f"not a thing category of {self.panoptic_json}"
-                )
-            if "segmentation" not in ann:
-                raise DataError(f"{where}: annotation {ann.get('id')} has no segmentation")
-            per_image.setdefault(ann["image_id"], []).append(
-                [ann["category_id"], int(bool(ann.get("iscrowd", 0))), ann["segmentation"], ann.get("id")]
-            )
-        return {image_id: json.dumps(anns).encode() for image_id, anns in per_image.items()}
+    def instance_annotations(self, image_id: Any) -> list[dict]:
+        """The image's COCO instance annotations as the instances JSON has them, reduced to ``id``,
+        ``category_id``, ``iscrowd`` (0/1) and ``segmentation`` (not decoded); [] when it has none."""
+        return [{"id": a[3], "category_id": a[0], "iscrowd": a[1], "segmentation": a[2]} for a in self._instance_rows(image_id)]
 
     def load_instance_masks(self, image_id: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The image's COCO instance annotations: ``(masks uint8 NxHxW, category_ids int64, iscrowd bool)``.
 
-        Polygons, RLE and uncompressed RLE are converted by pycocotools, each RLE checked (its
-        ``size`` must be the image's, its counts must add up to H*W: pycocotools would silently
-        shift the masks after a bad one), then all decoded in one batch.
+        Polygons, RLE and uncompressed RLE are checked and decoded by
+        :func:`oanet.data.instances.decode_instances`.
         """
-        if self._instances is None:
-            raise DataError(f"{self.panoptic_json}: this split has no instances_json")
-        from pycocotools import mask as mask_utils
-
+        rows = self._instance_rows(image_id)
         info = self.image_info(image_id)
-        height, width = info.height, info.width
-        encoded = self._instances.get(image_id)
-        if encoded is None:
-            return np.zeros((0, height, width), np.uint8), np.zeros(0, np.int64), np.zeros(0, bool)
-        anns = json.loads(encoded)
-        rles = []
-        for _, _, segmentation, ann_id in anns:
-            try:
-                rles.append(segmentation_to_rle(segmentation, height, width))
-            except Exception as exc:  # pycocotools raises bare Exceptions / TypeErrors on bad segmentations
-                raise DataError(
-                    f"{self.instances_json}: image {image_id}: annotation {ann_id}: bad segmentation ({exc})"
-                ) from None
-        try:
-            with warnings.catch_warnings():  # pycocotools' numpy-2 copy= deprecation notice
-                warnings.simplefilter("ignore", DeprecationWarning)
-                masks = mask_utils.decode(rles)  # H x W x N, Fortran order
-        except Exception as exc:
-            raise DataError(f"{self.instances_json}: image {image_id}: cannot decode a segmentation ({exc})") from None
-        masks = np.ascontiguousarray(masks.transpose(2, 0, 1))
-        category_ids = np.array([a[0] for a in anns], dtype=np.int64)
-        iscrowd = np.array([a[1] for a in anns], dtype=bool)
-        return masks, category_ids, iscrowd
-
-
-def segmentation_to_rle(segmentation: Any, height: int, width: int) -> dict:
-    """A COCO ``segmentation`` (polygons, uncompressed or compressed RLE) as one compressed RLE.
-
-    Raises ValueError for an RLE whose ``size`` is not ``[height, width]`` or whose counts do not
-    add up to ``height * width``.
-    """
-    from pycocotools import mask as mask_utils
-
-    if isinstance(segmentation, list):
-        # Polygons with fewer than 3 points have no area; pycocotools would also read a lone
-        # 4-number polygon as a box.
-        polygons = [p for p in segmentation if len(p) >= 6]
-        if not polygons:
-            return mask_utils.encode(np.zeros((height, width), dtype=np.uint8, order="F"))
-        return mask_utils.merge(mask_utils.frPyObjects(polygons, height, width))
-    if not (isinstance(segmentation, dict) and "counts" in segmentation and "size" in segmentation):
-        raise ValueError(f"unknown segmentation format {type(segmentation).__name__}")
-    size = segmentation["size"]
-    if not (isinstance(size, list) and len(size) == 2 and all(is_integer(v) for v in size)) or [
-        int(v) for v in size
-    ] != [height, width]:
-        raise ValueError(f"RLE size {size!r} is not the image's [height, width] {[height, width]}")
-    counts = segmentation["counts"]
-    if isinstance(counts, list):
-        if not all(is_integer(c) and c >= 0 for c in counts):
-            raise ValueError("RLE counts must be non-negative integers")
-        total = sum(int(c) for c in counts)
-    elif isinstance(counts, (str, bytes)):
-        total = _compressed_rle_total(counts)
-        if total is None:
-            raise ValueError("RLE counts are not a valid compressed RLE string")
-    else:
-        raise ValueError(f"RLE counts must be a list or a string, not {type(counts).__name__}")
-    if total != height * width:
-        raise ValueError(f"RLE counts add up to {total}, not height*width = {height * width}")
-    if isinstance(counts, list):
-        return mask_utils.frPyObjects({"size": [height, width], "counts": [int(c) for c in counts]}, height, width)
-    return {"size": [height, width], "counts": counts}
-
-
-def _compressed_rle_total(counts: str | bytes) -> Optional[int]:
-    """Sum of the run lengths of a compressed COCO RLE string (pycocotools' ``rleFrString``,
-    vectorised), or None when the string is malformed or holds a negative run."""
-    raw = counts.encode("ascii", "replace") if isinstance(counts, str) else counts
-    chars = np.frombuffer(raw, dtype=np.uint8).astype(np.int64) - 48
-    if chars.size == 0:
-        return 0
-    if chars.min() < 0 or chars.max() > 63:
-        return None
-    more = (chars & 0x20) != 0
-    if more[-1]:
-        return None  # truncated
-    ends = np.flatnonzero(~more)
-    starts = np.concatenate([[0], ends[:-1] + 1])
-    lengths = ends - starts + 1
-    if lengths.max() > 7:  # 35 bits: more than any run length pycocotools writes
-        return None
-    shift = 5 * (np.arange(chars.size) - np.repeat(starts, lengths))
-    values = np.add.reduceat((chars & 0x1F) << shift, starts)
-    values = np.where((chars[ends] & 0x10) != 0, values - (1 << (5 * lengths)), values)
-    # run m > 2 is stored as the difference to run m - 2
-    runs = values.copy()
-    runs[1::2] = np.cumsum(values[1::2])
-    runs[2::2] = np.cumsum(values[2::2])
-    if runs.min() < 0:
-        return None
-    return int(runs.sum())
-
-
-def _with_colors_from(raw_categories: list, categories_json: str | Path) -> list:
-    colors = {int(c["id"]): c.get("color") for c in read_json(categories_json) if isinstance(c, dict) and "id" in c}
-    return [cat if cat.get("color") is not None else {**cat, "color": colors.get(int(cat["id"]))} for cat in raw_categories]
-
+        return decode_instances(rows, info.height, info.width, f"{self.instances_json}: image {image_id}")
 
 # --------------------------------------------------------------------------------------------
 # writing predictions
@@ -560,6 +321,17 @@ class PanopticWriter:
         self.images.append(info)
         self.annotations.append(annotation)
         return annotation
+
+    def add_annotation(self, image: ImageInfo | dict, annotation: dict) -> None:
+        """Record an image whose PNG is already in ``png_dir`` (written by a PanopticResult, maybe in
+        another process) with its annotation as is; ``close`` writes it with the others."""
+        info = image.to_dict() if isinstance(image, ImageInfo) else dict(image)
+        png_name = annotation["file_name"]
+        if png_name in self._png_names:
+            raise DataError(f"{self.json_path}: two images would share the PNG {png_name} (same file name stem)")
+        self._png_names.add(png_name)
+        self.images.append(info)
+        self.annotations.append(annotation)
 
     def close(self) -> Path:
         """Write the JSON (categories, images, annotations) atomically; returns its path."""

@@ -14,7 +14,7 @@ import torch
 
 from oanet.data import targets as T
 from oanet.data.coco_panoptic import ImageInfo, PanopticSplit
-from oanet.data.labels import LabelSpace
+from oanet.data.labels import LabelSpace, check_stuff_classes
 from oanet.data.images import load_rgb_image
 from oanet.data.transforms import Transform, build_transforms
 
@@ -59,8 +59,7 @@ class PanopticDataset(torch.utils.data.Dataset):
             split = PanopticSplit(split, panoptic_dir, image_dir, instances_json, categories_json)
         if instance_source not in ("instances", "panoptic"):
             raise ValueError(f"instance_source must be 'instances' or 'panoptic', got {instance_source!r}")
-        if stuff_classes not in ("all", "stuff"):
-            raise ValueError(f"stuff_classes must be 'all' or 'stuff', got {stuff_classes!r}")
+        check_stuff_classes(stuff_classes)
         if instance_source == "instances" and not split.has_instances:
             warnings.warn(
                 f"{split.panoptic_json}: no instances_json given; instance targets come from the panoptic "
@@ -71,8 +70,7 @@ class PanopticDataset(torch.utils.data.Dataset):
         self.split = split
         self.label_space = label_space if label_space is not None else split.label_space()
         # Fail now, not at sample 10 000, when the split uses categories the label space lacks.
-        used = np.concatenate([split.annotation(img.id).category_ids for img in split.images])
-        self.label_space.check_known(np.unique(used), str(split.panoptic_json))
+        self.label_space.check_known(split.used_category_ids(), str(split.panoptic_json))
         self.instance_source = instance_source
         self.stuff_classes = stuff_classes
         self.transforms = transforms if transforms is not None else build_transforms(hflip_prob, train)

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from oanet.config import Config, diff_configs, from_dict, to_dict
+from oanet.config import Config, ModelConfig, diff_configs, from_dict, to_dict
 from oanet.errors import ConfigError, DataError
 
 FORMAT_VERSION = 1
@@ -118,8 +118,17 @@ def restore_rng_state(state: dict) -> None:
 
 
 def model_config_differences(checkpoint_config: dict, cfg: Config) -> list[str]:
-    """Differences between a checkpoint's model config and ``cfg.model`` (empty = compatible)."""
-    return diff_configs(checkpoint_config.get("model", {}), to_dict(cfg.model), prefix="model.")
+    """Differences between a checkpoint's model config and ``cfg.model`` (empty = compatible).
+
+    Keys added to the config after the checkpoint was written count at their defaults, which
+    reproduce what older versions did (a field is added with its old behaviour as default).
+    """
+    stored = checkpoint_config.get("model", {})
+    try:
+        stored = to_dict(from_dict(ModelConfig, stored, "checkpoint model config"))
+    except ConfigError:
+        pass  # unknown or malformed keys: compare as stored, so the differences name them
+    return diff_configs(stored, to_dict(cfg.model), prefix="model.")
 
 
 def check_model_config(checkpoint_config: dict, cfg: Config, path: str | Path) -> None:

@@ -224,48 +224,32 @@ def plot_losses(metrics: Sequence[Mapping], path: Path) -> Optional[Path]:
     return path
 
 
-def most_different(differences: Mapping[str, float], k: int) -> list[tuple[str, float]]:
-    """The ``k`` images whose two panoptic maps differ most (ties broken by name); only those that differ."""
-    ranked = sorted(((name, d) for name, d in differences.items() if d > 0), key=lambda item: (-item[1], item[0]))
-    return ranked[:k]
+def draw_order_comparisons(most_different: Sequence[tuple], split: SplitConfig, categories: Mapping[int, dict],
+                           out_dir: Path) -> list[Path]:
+    """Ground truth | heuristic | SRM overlays of the images the evaluation kept as most different.
 
-
-def _annotations_by_file(panoptic_json: Path) -> tuple[dict, dict]:
-    data = json.loads(Path(panoptic_json).read_text())
-    images = {img["id"]: img["file_name"] for img in data["images"]}
-    return {images.get(ann["image_id"], ann["file_name"]): ann for ann in data["annotations"]}, data
-
-
-def draw_order_comparisons(
-    names: Sequence[str], split: SplitConfig, eval_dir: Path, categories: list[dict], out_dir: Path
-) -> list[Path]:
-    """Ground truth | heuristic | SRM overlays of the named val images."""
+    ``most_different`` holds ``(ImageItem, {order: PanopticResult}, difference)`` as
+    :class:`~oanet.engine.sinks.OrderDifferences` keeps them: the predictions come from memory, only
+    the ground truth is read.
+    """
     from oanet import viz
-    from oanet.data.images import load_rgb_image
-    from oanet.data.png_io import read_id_png
-    from oanet.engine.evaluate import order_dir_name
+    from oanet.data.coco_panoptic import PanopticSplit
+    from oanet.result import ORDER_TITLES, ORDERS
 
-    lookup = viz.categories_by_id(categories)
-    gt_by_file, _ = _annotations_by_file(Path(split.panoptic_json))
-    preds = {o: _annotations_by_file(eval_dir / order_dir_name(o) / "panoptic.json")[0] for o in ("score", "srm")}
+    ground_truth = PanopticSplit.from_config(split, where="data.val")
     out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
+
     def panel(title: str, image, ids, segments) -> tuple:
         big_image, big_ids = viz.enlarge(image, ids, OVERLAY_MIN_SIDE)
-        return title, viz.draw_panoptic(big_image, big_ids, segments, lookup)
+        return title, viz.draw_panoptic(big_image, big_ids, segments, categories)
 
-    for name in names:
-        image = load_rgb_image(Path(split.image_dir) / name)
-        panels = []
-        gt = gt_by_file.get(name)
-        if gt is not None:
-            ids = read_id_png(Path(split.panoptic_dir) / gt["file_name"])
-            panels.append(panel("ground truth", image, ids, gt["segments_info"]))
-        for order, title in (("score", "heuristic (score order)"), ("srm", "SRM order")):
-            ann = preds[order][name]
-            ids = read_id_png(eval_dir / order_dir_name(order) / "panoptic" / ann["file_name"])
-            panels.append(panel(title, image, ids, ann["segments_info"]))
-        path = out_dir / (Path(name).stem + ".jpg")
+    written = []
+    for item, results, _ in most_different:
+        ann = ground_truth.annotation(item.image_id)
+        gt_segments = [{"id": int(i), "category_id": int(c)} for i, c in zip(ann.segment_ids, ann.category_ids)]
+        panels = [panel("ground truth", item.rgb, ground_truth.read_id_map(item.image_id), gt_segments)]
+        panels += [panel(ORDER_TITLES[o], item.rgb, results[o].panoptic, results[o].segments) for o in ORDERS]
+        path = out_dir / (Path(item.file_name).stem + ".jpg")
         viz.side_by_side(panels).save(path, quality=92)
         written.append(path)
     return written
@@ -360,8 +344,8 @@ def run_demo(
     log=None,
 ) -> dict:
     """Generate, train, evaluate and report; returns ``{"report_md", "report_json", "results"}``."""
-    from oanet.engine.checkpoint import load_model_from_checkpoint
     from oanet.engine.evaluate import evaluate, format_comparison
+    from oanet.engine.predictor import Predictor
 
     log = log or (lambda message: print(message, file=sys.stderr, flush=True))
     out_dir = Path(out_dir)
@@ -379,13 +363,11 @@ def run_demo(
     log("[3/4] evaluating both fusion orders on the val split")
     started = time.perf_counter()
     checkpoint = Path(summary["final_model"])
-    model, cfg, label_space = load_model_from_checkpoint(checkpoint, device="cpu")
-    from oanet.engine.distributed import resolve_device
-
-    device = resolve_device(cfg.device)
-    model.to(device)
+    predictor = Predictor.from_checkpoint(checkpoint, order="both")
     eval_dir = out_dir / "eval"
-    results = evaluate(model, cfg, label_space, cfg.data.val, eval_dir, workers=None if not quick else 0)
+    evaluation = evaluate(predictor, predictor.cfg.data.val, eval_dir, workers=None if not quick else 0,
+                          keep_most_different=NUM_OVERLAYS)
+    results = evaluation.results
     eval_minutes = (time.perf_counter() - started) / 60
     log(format_comparison(results["score_order"], results["srm_order"]))
 
@@ -393,25 +375,24 @@ def run_demo(
     metrics = read_metrics(Path(cfg.output_dir) / "metrics.jsonl")
     train_minutes = training_seconds(metrics) / 60
     loss_plot = plot_losses(metrics, out_dir / "loss.png")
-    differences = json.loads((eval_dir / "order_differences.json").read_text())
-    chosen = most_different(differences, NUM_OVERLAYS)
-    categories = [c.to_dict() for c in label_space.categories]
-    pictures = draw_order_comparisons([n for n, _ in chosen], cfg.data.val, eval_dir, categories, out_dir / "overlays")
+    pictures = draw_order_comparisons(evaluation.most_different, predictor.cfg.data.val, predictor.categories,
+                                      out_dir / "overlays")
     run = {
         "data_dir": str(data_dir),
         "train_images": _count_images(cfg.data.train.panoptic_json),
-        "val_images": _count_images(cfg.data.val.panoptic_json),
+        "val_images": len(evaluation.differences),
         "preset": preset.name,
         "quick": quick,
         "iterations": int(summary["iteration"]),
         "train_minutes": train_minutes,
         "eval_minutes": eval_minutes,
-        "device": str(device),
+        "device": str(predictor.device),
         "checkpoint": str(checkpoint),
         "eval_dir": str(eval_dir),
-        "images_with_different_maps": sum(1 for d in differences.values() if d > 0),
+        "images_with_different_maps": sum(1 for d in evaluation.differences.values() if d > 0),
     }
-    md_path, json_path = write_report(out_dir, results, run, loss_plot, list(zip(pictures, [d for _, d in chosen])))
+    md_path, json_path = write_report(out_dir, results, run, loss_plot,
+                                      list(zip(pictures, [d for _, _, d in evaluation.most_different])))
     log(f"wrote {md_path} and {json_path}")
     return {"report_md": str(md_path), "report_json": str(json_path), "results": results}
 

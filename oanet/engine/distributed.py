@@ -9,11 +9,14 @@ from __future__ import annotations
 import datetime
 import os
 from dataclasses import dataclass
+from typing import Callable, TypeVar
 
 import torch
 import torch.distributed as dist
 
 from oanet.errors import ConfigError
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -99,3 +102,26 @@ def all_gather_objects(obj) -> list:
     out = [None] * get_world_size()
     dist.all_gather_object(out, obj)
     return out
+
+
+def once_per_node(make: Callable[[], T], ctx: DistContext, sync: Callable[[], None] = barrier) -> T:
+    """``make()`` on every rank, in three turns with a barrier after each: rank 0, then the first rank of
+    every other node, then the rest.
+
+    For work that leaves a file the next turn reuses, such as the annotation cache: the first turn does
+    the work, and on a file system the nodes share the second turn finds its file; on node-local disks
+    each node does it once. A turn's exception is raised after the last barrier, so no rank waits forever
+    for one that failed (the ranks after it try again and fail the same way).
+    """
+    turn = 0 if ctx.rank == 0 else 1 if ctx.local_rank == 0 else 2
+    result, error = None, None
+    for current in range(3):
+        if current == turn:
+            try:
+                result = make()
+            except Exception as exc:  # re-raised below, once every rank has passed every barrier
+                error = exc
+        sync()
+    if error is not None:
+        raise error
+    return result

@@ -17,16 +17,15 @@ Layout of ``out_dir``::
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
-import numpy as np
-
-from oanet.config import Config, SplitConfig
+from oanet.config import SplitConfig
 from oanet.errors import DataError, make_dir
+from oanet.fileio import write_json_atomic
+from oanet.result import ORDER_TITLES, ORDERS
 
-ORDERS = ("score", "srm")
-ORDER_TITLES = {"score": "score order (heuristic)", "srm": "SRM order"}
 GROUPS = ("All", "Things", "Stuff")
 METRICS = ("pq", "sq", "rq")
 
@@ -83,35 +82,6 @@ def format_comparison_markdown(score: Mapping, srm: Mapping) -> str:
     return "\n".join(lines)
 
 
-def _unmatched_share(a: np.ndarray, b: np.ndarray) -> float:
-    """Share of pixels outside the largest overlap of each segment of ``a`` with a segment of ``b``."""
-    width = int(b.max()) + 1
-    pairs, counts = np.unique(a * width + b, return_counts=True)
-    first = pairs // width
-    # Largest overlap per segment of a: sort by (segment of a, count) and keep each segment's last.
-    order = np.lexsort((counts, first))
-    is_last = np.ones(len(order), dtype=bool)
-    is_last[:-1] = first[order][1:] != first[order][:-1]
-    return float(1.0 - counts[order][is_last].sum() / a.size)
-
-
-def panoptic_map_difference(a: np.ndarray, b: np.ndarray) -> float:
-    """Share of pixels whose segment differs between two id maps, up to a renaming of the ids.
-
-    Every segment of one map is matched to the segment of the other it overlaps most; the pixels
-    outside those overlaps are where the maps disagree. Taken both ways and the larger kept, so a
-    merge of segments counts as much as a split. Ids are free labels: two maps that differ only in
-    their numbering score 0.
-    """
-    a = np.asarray(a, dtype=np.int64).reshape(-1)
-    b = np.asarray(b, dtype=np.int64).reshape(-1)
-    if a.shape != b.shape:
-        raise ValueError(f"id maps differ in size: {a.size} vs {b.size} pixels")
-    if a.size == 0:
-        return 0.0
-    return max(_unmatched_share(a, b), _unmatched_share(b, a))
-
-
 # --------------------------------------------------------------------------------------------
 # inference
 
@@ -121,97 +91,80 @@ def _restrict_ground_truth(gt_json: Path, image_ids: set, out_path: Path) -> Pat
     data = json.loads(gt_json.read_text())
     data["images"] = [img for img in data["images"] if img["id"] in image_ids]
     data["annotations"] = [ann for ann in data["annotations"] if ann["image_id"] in image_ids]
-    out_path.write_text(json.dumps(data))
-    return out_path
+    return write_json_atomic(out_path, data)
 
 
-def _checked_label_space(label_space, gt_json: Path):
-    """The model's label space, refused when the split's categories are not the ones it predicts."""
+def check_label_space(label_space, gt_json: Path) -> None:
+    """Refuse a split whose categories are not the ones the model predicts (ids and isthing)."""
     from oanet.data.coco_panoptic import read_json
     from oanet.data.labels import LabelSpace, parse_categories
 
     split_space = LabelSpace(parse_categories(read_json(gt_json).get("categories"), str(gt_json)))
-    if label_space is None:  # a checkpoint without one: the split's categories, in the same order rules
-        return split_space
     model_ids = [c.id for c in label_space.categories]
     split_ids = [c.id for c in split_space.categories]
     missing = sorted(set(model_ids) - set(split_ids))
-    if missing or [c.isthing for c in label_space.categories] != [
-        split_space.category(i).isthing for i in model_ids
-    ]:
+    if missing or [c.isthing for c in label_space.categories] != [split_space.category(i).isthing for i in model_ids]:
         raise DataError(
             f"{gt_json}: the split's categories do not match the model's "
             f"(model predicts ids {model_ids}, split has {split_ids})"
         )
-    return label_space
+
+
+@dataclass
+class Evaluation:
+    """What :func:`evaluate` measured (on rank 0; ``results`` is None on the other ranks)."""
+
+    results: Optional[dict]  # {"score_order": <pq dict>, "srm_order": <pq dict>}
+    differences: dict = field(default_factory=dict)  # file name -> share of pixels the orders disagree on
+    most_different: list = field(default_factory=list)  # (ImageItem, {order: PanopticResult}, difference)
+    out_dir: Optional[Path] = None
 
 
 def evaluate(
-    model,
-    cfg: Config,
-    label_space,
+    predictor,
     split: SplitConfig,
     out_dir: str | Path,
+    *,
     workers: Optional[int] = None,
     max_images: Optional[int] = None,
     batch_size: int = 1,
-    num_workers: Optional[int] = None,
+    loader_threads: int = 2,
+    keep_most_different: int = 0,
     progress: bool = True,
-) -> dict:
-    """Run ``model`` over ``split``, fuse every image in both orders, score both with PQ.
+) -> Evaluation:
+    """Run ``predictor`` over ``split``, fuse every image in both orders, score both with PQ.
 
-    Returns ``{"score_order": <pq dict>, "srm_order": <pq dict>}`` (the JSON of ``oanet pq --output``
-    for each order) and writes it, with the predictions, under ``out_dir`` (see the module doc).
+    Writes the predictions, ``results.json`` and ``order_differences.json`` under ``out_dir`` (see
+    the module doc). Under torchrun the images are sharded over the ranks; the files and numbers are
+    those of one process. ``keep_most_different`` keeps that many images (pixels and results) where
+    the orders differ most, for reports.
     """
-    import torch
-    from tqdm import tqdm
-
-    from oanet.data.coco_panoptic import PanopticWriter
-    from oanet.engine.predict import ImageListDataset, check_resizable, collate_images, fuse_both_orders, image_record
-    from oanet.evaluation.pq import pq_compute
+    from oanet.engine.inference import ImageFiles, current_ranks, run_inference
+    from oanet.engine.sinks import OrderDifferences, PanopticJsonWriter, PanopticQuality
 
     gt_json, gt_dir, image_dir = Path(split.panoptic_json), Path(split.panoptic_dir), Path(split.image_dir)
     for path, what in ((gt_json, "panoptic JSON"), (gt_dir, "panoptic PNG folder"), (image_dir, "image folder")):
         if not path.exists():
             raise FileNotFoundError(f"{path}: {what} of the evaluation split not found")
     out_dir = make_dir(out_dir)
-
-    label_space = _checked_label_space(label_space, gt_json)
-    dataset = ImageListDataset.from_panoptic_json(gt_json, image_dir, max_images=max_images)
+    ranks = current_ranks()
+    check_label_space(predictor.label_space, gt_json)
+    files = ImageFiles.from_panoptic_json(gt_json, image_dir, max_images=max_images)
     evaluated_gt = gt_json
     if max_images is not None:
-        evaluated_gt = _restrict_ground_truth(gt_json, set(dataset.image_ids), out_dir / "gt_subset.json")
+        evaluated_gt = out_dir / "gt_subset.json"
+        if ranks.is_main:
+            _restrict_ground_truth(gt_json, set(files.image_ids), evaluated_gt)
 
-    writers = {}
-    for order in ORDERS:
-        folder = out_dir / order_dir_name(order)
-        writers[order] = PanopticWriter(folder / "panoptic.json", folder / "panoptic", label_space)
-    device = next(model.parameters()).device
-    loader = torch.utils.data.DataLoader(
-        dataset,
-        batch_size=batch_size,
-        shuffle=False,
-        num_workers=cfg.data.num_workers if num_workers is None else num_workers,
-        collate_fn=collate_images,
-    )
-    differences = {}
-    model.eval()
-    with torch.no_grad():
-        for images, infos in tqdm(loader, desc="evaluate", unit="batch", disable=not progress):
-            for image, info in zip(images, infos):
-                check_resizable(image, cfg, info["path"])
-            outputs = model([image.to(device, non_blocking=True) for image in images])
-            for image, output, info in zip(images, outputs, infos):
-                fused = fuse_both_orders(output, label_space, cfg)
-                for order in ORDERS:
-                    writers[order].add(image_record(image, info), *fused[order])
-                differences[info["file_name"]] = panoptic_map_difference(fused["score"][0], fused["srm"][0])
-
-    results = {}
-    for order in ORDERS:
-        pred_json = writers[order].close()
-        pq = pq_compute(evaluated_gt, gt_dir, pred_json, writers[order].png_dir, workers=workers, progress=progress)
-        results[f"{order}_order"] = pq.to_dict()
-    (out_dir / "results.json").write_text(json.dumps(results, indent=2))
-    (out_dir / "order_differences.json").write_text(json.dumps(differences, indent=2))
-    return results
+    writers = [PanopticJsonWriter(out_dir / order_dir_name(o), o, predictor.label_space) for o in ORDERS]
+    sinks = [*writers, OrderDifferences(out_dir / "order_differences.json", keep=keep_most_different),
+             PanopticQuality(writers, evaluated_gt, gt_dir, workers=workers, progress=progress)]
+    mine = ranks.shard(len(files))
+    outcome = run_inference(predictor, files.items(mine, loader_threads), sinks, total=len(mine),
+                            batch_size=batch_size, orders=ORDERS, progress=progress, desc="evaluate", ranks=ranks)
+    ranks.barrier()
+    if not ranks.is_main:
+        return Evaluation(results=None, out_dir=out_dir)
+    write_json_atomic(out_dir / "results.json", outcome["pq"], indent=2)
+    differences = outcome["order_differences"]
+    return Evaluation(outcome["pq"], differences["differences"], differences["most_different"], out_dir)

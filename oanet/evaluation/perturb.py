@@ -16,28 +16,11 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from oanet.data.morphology import dilate, erode, shift
 from oanet.data.png_io import read_id_png, write_id_png
+from oanet.fileio import write_json_atomic
 
 OPERATIONS = ("keep", "shift", "erode", "dilate", "wrong_class", "drop")
-
-
-def _shifted(mask: np.ndarray, dy: int, dx: int) -> np.ndarray:
-    """The mask moved by (dy, dx) pixels; what leaves the image is lost, what enters is empty."""
-    out = np.zeros_like(mask)
-    h, w = mask.shape
-    src = mask[max(0, -dy) : h - max(0, dy), max(0, -dx) : w - max(0, dx)]
-    out[max(0, dy) : max(0, dy) + src.shape[0], max(0, dx) : max(0, dx) + src.shape[1]] = src
-    return out
-
-
-def _dilated(mask: np.ndarray, steps: int) -> np.ndarray:
-    for _ in range(steps):
-        mask = mask | _shifted(mask, 1, 0) | _shifted(mask, -1, 0) | _shifted(mask, 0, 1) | _shifted(mask, 0, -1)
-    return mask
-
-
-def _eroded(mask: np.ndarray, steps: int) -> np.ndarray:
-    return ~_dilated(~mask, steps)
 
 
 def perturb_image(
@@ -59,11 +42,11 @@ def perturb_image(
         if operation == "drop":
             continue
         if operation == "shift":
-            mask = _shifted(mask, int(rng.integers(-12, 13)), int(rng.integers(-12, 13)))
+            mask = shift(mask, int(rng.integers(-12, 13)), int(rng.integers(-12, 13)))
         elif operation == "erode":
-            mask = _eroded(mask, int(rng.integers(1, 6)))
+            mask = erode(mask, int(rng.integers(1, 6)))
         elif operation == "dilate":
-            mask = _dilated(mask, int(rng.integers(1, 6)))
+            mask = dilate(mask, int(rng.integers(1, 6)))
         elif operation == "wrong_class":
             category = int(rng.choice(category_ids))
         pred[mask] = fresh_ids[k]
@@ -124,9 +107,8 @@ def write_perturbed_predictions(
             images.append({**image, "id": image_id, "file_name": file_name.replace(".png", ".jpg")})
 
     out_gt_json, out_pred_json = out_dir / "gt.json", out_dir / "pred.json"
-    out_gt_json.write_text(json.dumps({**gt, "images": images, "annotations": gt_annotations}))
-    pred = {"images": images, "categories": gt["categories"], "annotations": pred_annotations}
-    out_pred_json.write_text(json.dumps(pred))
+    write_json_atomic(out_gt_json, {**gt, "images": images, "annotations": gt_annotations})
+    write_json_atomic(out_pred_json, {"images": images, "categories": gt["categories"], "annotations": pred_annotations})
     return out_gt_json, out_gt_dir, out_pred_json, out_pred_dir
 
 

@@ -57,6 +57,10 @@ def build_resnet(cfg: BackboneConfig) -> nn.Module:
         raise ConfigError(f"backbone.depth: {cfg.depth} is not one of {SUPPORTED_DEPTHS}")
     if not 0 <= cfg.trainable_layers <= 5:
         raise ConfigError(f"backbone.trainable_layers: {cfg.trainable_layers} is not in 0..5")
+    if cfg.stride_in_1x1 and cfg.depth < 50:
+        raise ConfigError(
+            f"backbone.stride_in_1x1: ResNet-{cfg.depth} has basic blocks (no 1x1 conv); only 50/101 have it"
+        )
     weights_enum, local_path = _resolve_weights(cfg.depth, cfg.weights)
     # Honoured as configured even with random init (unlike torchvision, which then silently trains
     # everything with BatchNorm): a checkpoint's config must describe its model exactly. Training from
@@ -94,8 +98,22 @@ def build_resnet(cfg: BackboneConfig) -> nn.Module:
             resnet.load_state_dict(state, strict=False)
         except RuntimeError as exc:
             raise ConfigError(f"backbone.weights: {local_path}: {exc}") from None
+    if cfg.stride_in_1x1:
+        move_stride_to_1x1(resnet)
     freeze_stages(resnet, cfg.trainable_layers)
     return resnet
+
+
+def move_stride_to_1x1(resnet: nn.Module) -> None:
+    """Put each downsampling bottleneck's stride in its first 1x1 conv instead of its 3x3 conv.
+
+    That is the original (MSRA) ResNet, detectron2's ``STRIDE_IN_1X1``: weights trained that way
+    compute something else with the stride in the 3x3 conv. The shortcut keeps its strided 1x1 conv.
+    """
+    for stage in ("layer2", "layer3", "layer4"):
+        block = getattr(resnet, stage)[0]
+        stride = block.conv2.stride
+        block.conv1.stride, block.conv2.stride = stride, (1, 1)
 
 
 def freeze_stages(resnet: nn.Module, trainable_layers: int) -> None:

@@ -29,24 +29,14 @@ import torch
 from torch import Tensor
 
 from oanet.config import FusionConfig
-from oanet.data.labels import channel_to_stuff_index
+from oanet.data.labels import LabelSpace, channel_to_stuff_index
 
 
-def category_ids(label_space: Any) -> tuple[list[int], list[int]]:
-    """``(thing COCO ids by thing index, stuff COCO ids by stuff index)`` from a label space.
-
-    Accepts ``oanet.data.labels.LabelSpace`` (``thing_ids`` / ``stuff_ids`` arrays), any object
-    or mapping with ``thing_category_ids`` and ``stuff_category_ids``, or a ``(things, stuff)`` pair.
-    """
-    if isinstance(label_space, dict):
-        things, stuff = label_space["thing_category_ids"], label_space["stuff_category_ids"]
-    elif isinstance(label_space, (tuple, list)) and len(label_space) == 2:
-        things, stuff = label_space
-    elif hasattr(label_space, "thing_ids"):
-        things, stuff = label_space.thing_ids, label_space.stuff_ids
-    else:
-        things, stuff = label_space.thing_category_ids, label_space.stuff_category_ids
-    return [int(c) for c in things], [int(c) for c in stuff]
+def category_ids(label_space: LabelSpace) -> tuple[list[int], list[int]]:
+    """``(thing COCO ids by thing index, stuff COCO ids by stuff index)`` of a label space."""
+    if not isinstance(label_space, LabelSpace):
+        raise TypeError(f"label_space must be an oanet.data.labels.LabelSpace, got {type(label_space).__name__}")
+    return label_space.thing_ids.tolist(), label_space.stuff_ids.tolist()
 
 
 def stuff_area_limit(cfg: FusionConfig, height: int, width: int) -> float:
@@ -215,7 +205,7 @@ def fuse(
         raise ValueError(f"unknown fusion order(s) {unknown}; expected some of {sorted(ORDER_SCORES)}")
     if "selected" not in prediction:
         raise ValueError("prediction lacks 'selected' (the detections the model ranked): fuse a model output")
-    sem_seg_labels = prediction["sem_seg"].argmax(0)
+    sem_seg_labels = prediction["sem_seg_labels"]
     keep = prediction["selected"].nonzero().squeeze(1)
     # Only the selected detections are binarised (once, for every order): most of the
     # detections_per_img are usually below the score threshold.

@@ -18,11 +18,11 @@ from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHe
 from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
 from torchvision.models.detection.roi_heads import RoIHeads
 from torchvision.models.detection.rpn import RegionProposalNetwork, RPNHead
-from torchvision.ops import MultiScaleRoIAlign
 
 from oanet.config import ModelConfig, RoIHeadsConfig, RPNConfig
 from oanet.errors import ConfigError
 from oanet.model.backbone import OANetBackbone
+from oanet.model.poolers import build_roi_pool
 from oanet.model.srm import (
     SpatialRankingModule,
     occupancy_map,
@@ -42,7 +42,6 @@ _TORCHVISION_LOSS_NAMES = {
     "loss_box_reg": "bbox",
     "loss_mask": "mask",
 }
-_ROI_LEVELS = ["0", "1", "2", "3"]  # RoIAlign on P2-P5, as Mask R-CNN with FPN
 STUFF_STRIDE = 4  # the stuff head predicts at P2's stride
 
 
@@ -69,10 +68,10 @@ def build_rpn(cfg: RPNConfig, in_channels: int) -> RegionProposalNetwork:
 
 def build_roi_heads(cfg: RoIHeadsConfig, in_channels: int, num_thing_classes: int) -> RoIHeads:
     num_classes = num_thing_classes + 1  # + background, torchvision's class 0
-    box_roi_pool = MultiScaleRoIAlign(_ROI_LEVELS, output_size=7, sampling_ratio=2)
+    box_roi_pool = build_roi_pool(7, cfg.pooler_sampling_ratio, cfg.pooler_aligned)
     box_head = TwoMLPHead(in_channels * 7 * 7, cfg.box_representation_size)
     box_predictor = FastRCNNPredictor(cfg.box_representation_size, num_classes)
-    mask_roi_pool = MultiScaleRoIAlign(_ROI_LEVELS, output_size=14, sampling_ratio=2)
+    mask_roi_pool = build_roi_pool(14, cfg.pooler_sampling_ratio, cfg.pooler_aligned)
     mask_head = MaskRCNNHeads(in_channels, [cfg.mask_head_channels] * 4, 1)
     mask_predictor = MaskRCNNPredictor(cfg.mask_head_channels, cfg.mask_head_channels, num_classes)
     return RoIHeads(
@@ -114,6 +113,39 @@ def resample_to_original(
     return F.grid_sample(logits[None], grid, mode="bilinear", padding_mode="border", align_corners=False)[0]
 
 
+def stuff_labels(
+    logits: Tensor, image_size: tuple[int, int], original_size: tuple[int, int], stride: int
+) -> Tensor:
+    """``argmax`` over classes of :func:`resample_to_original` (``HxW`` int64), without resampling every class
+    at every pixel.
+
+    Bilinear interpolation is a convex combination of the four neighbouring feature cells, so where
+    the four agree on their argmax class ``c``, every interpolated ``logit_c - logit_k`` is a convex
+    combination of positive numbers: ``c`` wins there too. Only pixels whose neighbours disagree (class
+    boundaries, a small share of the image) are resampled over all ``C`` channels, by the same
+    ``grid_sample`` call as :func:`resample_to_original` (which computes each output pixel on its own),
+    so the labels are those of the full-resolution argmax, up to float rounding at exact ties.
+    """
+    (h, w), (oh, ow) = image_size, original_size
+    fh, fw = logits.shape[-2:]
+    device, dtype = logits.device, logits.dtype
+    fy = (torch.arange(oh, device=device, dtype=dtype) + 0.5) * (h / oh) / stride
+    fx = (torch.arange(ow, device=device, dtype=dtype) + 0.5) * (w / ow) / stride
+    # grid_sample (align_corners=False, border padding) samples input coordinate f - 0.5, clamped.
+    y0 = (fy - 0.5).clamp(0, fh - 1).floor().long()
+    x0 = (fx - 0.5).clamp(0, fw - 1).floor().long()
+    y1, x1 = (y0 + 1).clamp(max=fh - 1), (x0 + 1).clamp(max=fw - 1)
+    coarse = logits.argmax(0)
+    labels = coarse[y0][:, x0]
+    agree = (labels == coarse[y0][:, x1]) & (labels == coarse[y1][:, x0]) & (labels == coarse[y1][:, x1])
+    ys, xs = (~agree).nonzero(as_tuple=True)
+    if ys.numel():
+        grid = torch.stack((2 * fx[xs] / fw - 1, 2 * fy[ys] / fh - 1), dim=-1)[None, None]
+        values = F.grid_sample(logits[None], grid, mode="bilinear", padding_mode="border", align_corners=False)
+        labels[ys, xs] = values[0, :, 0].argmax(0)
+    return labels
+
+
 class OANet(nn.Module):
     """The end-to-end panoptic network of the paper (Fig. 2)."""
 
@@ -132,6 +164,8 @@ class OANet(nn.Module):
             image_mean=list(cfg.pixel_mean),
             image_std=list(cfg.pixel_std),
             size_divisible=32,
+            input_format=cfg.input_format,
+            input_scale=cfg.input_scale,
         )
         self.backbone = OANetBackbone(cfg.backbone, cfg.sharing)
         channels = self.backbone.out_channels
@@ -228,9 +262,7 @@ class OANet(nn.Module):
         detections = self.transform.postprocess(detections, image_list.image_sizes, original_sizes)
         results = []
         for i, det in enumerate(detections):
-            sem_seg = resample_to_original(
-                stuff_logits[i], image_list.image_sizes[i], original_sizes[i], STUFF_STRIDE
-            ).softmax(0)
+            h, w = image_list.image_sizes[i]
             results.append(
                 {
                     "boxes": det["boxes"],
@@ -239,7 +271,10 @@ class OANet(nn.Module):
                     "masks": det["masks"][:, 0],
                     "ranking_scores": ranks[i],
                     "selected": selected[i],
-                    "sem_seg": sem_seg,
+                    # The stuff branch at stride 4 over the resized image (softmax it for probabilities),
+                    # and its argmax at the original size, which is what fusion needs.
+                    "sem_seg_logits": stuff_logits[i, :, : -(-h // STUFF_STRIDE), : -(-w // STUFF_STRIDE)],
+                    "sem_seg_labels": stuff_labels(stuff_logits[i], (h, w), original_sizes[i], STUFF_STRIDE),
                 }
             )
         return results

@@ -37,7 +37,28 @@ def pad_label_map(label_map: Tensor, size: tuple[int, int], value: int = IGNORE)
 
 
 class PanopticTransform(GeneralizedRCNNTransform):
-    """GeneralizedRCNNTransform that also carries ``sem_seg`` and ``srm`` targets."""
+    """GeneralizedRCNNTransform that also carries ``sem_seg`` and ``srm`` targets.
+
+    Images arrive as RGB in [0, 1]. ``input_format="BGR"`` reverses the channels and ``input_scale``
+    multiplies the values before ``(x - image_mean) / image_std``, so weights trained on other inputs
+    (detectron2's: BGR, 0-255) see what they were trained on; the mean and std are in those units.
+    """
+
+    def __init__(self, *args, input_format: str = "RGB", input_scale: float = 1.0, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        if input_format not in ("RGB", "BGR"):
+            raise ValueError(f"input_format must be 'RGB' or 'BGR', got {input_format!r}")
+        self.input_format = input_format
+        self.input_scale = float(input_scale)
+
+    def normalize(self, image: Tensor) -> Tensor:
+        if not image.is_floating_point():
+            return super().normalize(image)  # torchvision's error for integer images
+        if self.input_format == "BGR":
+            image = image.flip(0)
+        if self.input_scale != 1.0:
+            image = image * self.input_scale
+        return super().normalize(image)
 
     def resize(self, image: Tensor, target: Optional[dict] = None) -> tuple[Tensor, Optional[dict]]:
         if target is not None and target["masks"].shape[0] == 0:

@@ -1,0 +1,67 @@
+"""What ``oanet predict`` and ``oanet evaluate`` share: the model options and building the predictor.
+
+Imports nothing heavy at module level; the ONNX path never imports torch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+
+def add_model_arguments(parser, checkpoint_help: str) -> None:
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", help=checkpoint_help)
+    source.add_argument("--onnx", metavar="MODEL", help="an exported model (`oanet export`); runs on onnxruntime, "
+                        "no PyTorch needed (pip install 'oanet[deploy]')")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: the config's device; "
+                        "with --onnx: onnxruntime's CPU provider)")
+    parser.add_argument("--batch-size", type=int, default=1, help="images per forward pass (default 1)")
+    parser.add_argument("--loader-threads", "--loader-workers", dest="loader_threads", type=int, default=2,
+                        help="threads decoding images ahead of the model (default 2; 0 = none)")
+
+
+def check_common(args) -> None:
+    from oanet.errors import ConfigError
+
+    if args.batch_size < 1:
+        raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.loader_threads < 0:
+        raise ConfigError(f"--loader-threads must be >= 0, got {args.loader_threads}")
+    score_thresh = getattr(args, "score_thresh", None)
+    if score_thresh is not None and not 0.0 <= score_thresh <= 1.0:
+        raise ConfigError(f"--score-thresh must be in [0, 1], got {score_thresh}")
+
+
+@contextlib.contextmanager
+def predictor_from_args(args, order: str):
+    """The predictor the options name, on this process's device; under torchrun (PyTorch only) the
+    process group is set up for the duration, so the inference loop shards the images."""
+    from oanet.errors import ConfigError
+
+    score_thresh = getattr(args, "score_thresh", None)
+    if args.onnx:
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise ConfigError("--onnx runs in one process: start it without torchrun")
+        if args.device not in (None, "cpu"):
+            raise ConfigError("--device applies to --checkpoint; an ONNX model runs on onnxruntime's providers")
+        from oanet.runtime import OnnxPredictor
+
+        yield OnnxPredictor(args.onnx, order=order, score_thresh=score_thresh)
+        return
+    from oanet.engine.checkpoint import load_model_from_checkpoint
+    from oanet.engine.distributed import cleanup_distributed, init_distributed
+    from oanet.engine.predictor import Predictor
+
+    model, cfg, label_space = load_model_from_checkpoint(args.checkpoint, device="cpu")
+    if label_space is None:
+        raise ConfigError(f"{args.checkpoint}: checkpoint holds no label space (category names); cannot name segments")
+    context = init_distributed(args.device or cfg.device)
+    try:
+        yield Predictor(model, cfg, label_space, device=str(context.device), order=order, score_thresh=score_thresh)
+    finally:
+        cleanup_distributed()
+
+
+def is_main_process() -> bool:
+    return os.environ.get("RANK", "0") == "0"

@@ -1,0 +1,162 @@
+"""The inputs of PQ: the two COCO panoptic JSONs, read and validated, images paired by id, and each
+image's declared segments as sorted arrays. No torch.
+
+Everything inconsistent is a DataError naming the file or the image (where the COCO API would skip or
+miscount): a fractional or out-of-range id, an unknown or duplicate category, a duplicate segment id,
+a missing prediction for a ground-truth image.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Mapping, Union
+
+import numpy as np
+
+from oanet.data.coco_panoptic import check_image_id, read_json
+from oanet.errors import DataError
+
+MAX_SEGMENT_ID = 256**3 - 1  # a 24-bit RGB PNG holds no larger id
+
+JsonSource = Union[str, "os.PathLike[str]", Mapping[str, Any]]
+
+
+def load_panoptic_json(source: JsonSource, role: str) -> tuple[dict, str]:
+    """The JSON dict of a COCO panoptic file (or an already-loaded dict) and a name for errors."""
+    if isinstance(source, Mapping):
+        data, name = source, f"<{role} dict>"
+    else:
+        data, name = read_json(source, role), str(source)
+    if not isinstance(data, Mapping) or not isinstance(data.get("annotations"), list):
+        raise DataError(f"{name}: not a COCO panoptic JSON (no 'annotations' list)")
+    return data, name
+
+
+@dataclass(frozen=True)
+class Categories:
+    """The GT JSON's categories; statistics arrays are indexed by the position in ``ids`` (sorted)."""
+
+    ids: np.ndarray  # int64 (C,) COCO category ids, ascending
+    isthing: np.ndarray  # bool (C,)
+    names: tuple[str, ...]
+    index_of: dict  # COCO id -> index
+
+    @classmethod
+    def from_json(cls, gt: Mapping, name: str) -> "Categories":
+        entries = gt.get("categories")
+        if not isinstance(entries, list) or not entries:
+            raise DataError(f"{name}: no 'categories' list in the ground-truth JSON")
+        try:
+            rows = sorted((int(c["id"]), bool(c["isthing"]), str(c.get("name", c["id"]))) for c in entries)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise DataError(f"{name}: every category needs an integer 'id' and 'isthing' ({exc!r})") from None
+        ids = np.array([r[0] for r in rows], dtype=np.int64)
+        if np.any(ids[1:] == ids[:-1]):
+            raise DataError(f"{name}: duplicate category ids {sorted(set(ids[1:][ids[1:] == ids[:-1]].tolist()))}")
+        return cls(
+            ids=ids,
+            isthing=np.array([r[1] for r in rows], dtype=bool),
+            names=tuple(r[2] for r in rows),
+            index_of={int(i): k for k, i in enumerate(ids)},
+        )
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def annotation_label(ann: Mapping) -> str:
+    return f"image {ann.get('image_id', '?')} ({ann.get('file_name', '?')})"
+
+
+def _integer(value) -> int:
+    """``int(value)`` that refuses a fractional number instead of truncating it to another id."""
+    if isinstance(value, float) and not value.is_integer():
+        raise ValueError(f"{value!r} is not an integer")
+    return int(value)
+
+
+def pair_annotations(gt: Mapping, gt_name: str, pred: Mapping, pred_name: str) -> list[tuple[dict, dict]]:
+    """(GT annotation, predicted annotation) per GT image, paired by image_id like the COCO API."""
+    by_image: dict = {}
+    for k, ann in enumerate(pred["annotations"]):
+        if not isinstance(ann, Mapping) or "image_id" not in ann:
+            raise DataError(f"{pred_name}: annotation #{k} has no 'image_id'")
+        check_image_id(ann["image_id"], f"{pred_name}: annotation #{k}")
+        if ann["image_id"] in by_image:
+            raise DataError(f"{pred_name}: two predictions for image {ann['image_id']}")
+        by_image[ann["image_id"]] = ann
+    pairs, seen = [], set()
+    for k, ann in enumerate(gt["annotations"]):
+        if not isinstance(ann, Mapping) or "image_id" not in ann:
+            raise DataError(f"{gt_name}: annotation #{k} has no 'image_id'")
+        image_id = check_image_id(ann["image_id"], f"{gt_name}: annotation #{k}")
+        if image_id in seen:
+            raise DataError(f"{gt_name}: two ground-truth annotations for image {image_id}")
+        seen.add(image_id)
+        if image_id not in by_image:
+            raise DataError(f"{pred_name}: no prediction for image {image_id} ({ann.get('file_name', '?')})")
+        pairs.append((ann, by_image[image_id]))
+    if not pairs:
+        raise DataError(f"{gt_name}: the ground-truth JSON has no annotations")
+    return pairs
+
+
+@dataclass(frozen=True)
+class Segments:
+    """The segments one image declares, sorted by id (PNG ids are looked up by binary search)."""
+
+    ids: np.ndarray  # uint32 (K,), ascending, all > 0
+    category: np.ndarray  # intp (K,) index into Categories
+    iscrowd: np.ndarray  # bool (K,)
+    area: np.ndarray  # float64 (K,) the JSON's area (used for GT only)
+    # (category index -> row) of the crowd region each category ignores: the COCO API keeps one crowd
+    # segment per category, the last one listed.
+    crowd_category: np.ndarray  # intp
+    crowd_row: np.ndarray  # intp
+
+
+def parse_segments(ann: Mapping, categories: Categories, role: str, with_area: bool) -> Segments:
+    """Validated segments of one annotation; DataError names the image and the problem."""
+    label = f"{role} {annotation_label(ann)}"
+    infos = ann.get("segments_info")
+    if not isinstance(infos, list):
+        raise DataError(f"{label}: no 'segments_info' list")
+    try:
+        ids = [_integer(s["id"]) for s in infos]
+        category_ids = [_integer(s["category_id"]) for s in infos]
+        iscrowd = [bool(s.get("iscrowd", 0)) for s in infos]
+        areas = [float(s["area"]) for s in infos] if with_area else [0.0] * len(infos)
+    except (KeyError, TypeError, ValueError) as exc:
+        need = "'id', 'category_id' and 'area'" if with_area else "'id' and 'category_id'"
+        raise DataError(f"{label}: every segment needs {need} ({exc!r})") from None
+
+    bad_ids = [i for i in ids if not 0 < i <= MAX_SEGMENT_ID]
+    if bad_ids:
+        raise DataError(f"{label}: segment ids {bad_ids[:10]} outside 1..{MAX_SEGMENT_ID} (0 is VOID)")
+    unknown = sorted({c for c in category_ids if c not in categories.index_of})
+    if unknown:
+        raise DataError(f"{label}: unknown category ids {unknown[:10]} (not in the ground-truth categories)")
+    if with_area and any(a <= 0 for a in areas):
+        raise DataError(f"{label}: segment areas must be positive")
+
+    ids_array = np.array(ids, dtype=np.int64)
+    order = np.argsort(ids_array, kind="stable")
+    sorted_ids = ids_array[order]
+    duplicated = sorted_ids[1:][sorted_ids[1:] == sorted_ids[:-1]]
+    if duplicated.size:
+        raise DataError(f"{label}: duplicate segment ids {sorted(set(duplicated.tolist()))[:10]}")
+    category = np.array([categories.index_of[c] for c in category_ids], dtype=np.intp)
+    crowd = np.array(iscrowd, dtype=bool)
+
+    row_of_position = np.empty(len(ids), dtype=np.intp)
+    row_of_position[order] = np.arange(len(ids))
+    last_crowd = {category[k]: row_of_position[k] for k in np.flatnonzero(crowd)}  # later ones overwrite
+    return Segments(
+        ids=sorted_ids.astype(np.uint32),
+        category=category[order],
+        iscrowd=crowd[order],
+        area=np.array(areas, dtype=np.float64)[order],
+        crowd_category=np.array(list(last_crowd.keys()), dtype=np.intp),
+        crowd_row=np.array(list(last_crowd.values()), dtype=np.intp),
+    )

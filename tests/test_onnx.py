@@ -76,10 +76,10 @@ def _fusion_inputs_agree(raw: dict, output: dict) -> bool:
     stuff labels always; the binarised masks of the selected detections may differ only at pixels
     whose probability is 0.5 to float rounding (bilinear pasting puts mask edges at exactly 0.5)."""
     keep = np.flatnonzero(raw["selected"])
-    h, w = raw["sem_seg"].shape
+    h, w = raw["sem_seg_labels"].shape
     assert np.array_equal(raw["selected"], output["selected"].numpy())
     assert np.array_equal(raw["labels"], output["labels"].numpy())
-    assert np.array_equal(raw["sem_seg"], output["sem_seg"].argmax(0).numpy())
+    assert np.array_equal(raw["sem_seg_labels"], output["sem_seg_labels"].numpy())
     pasted = paste_masks(raw["mask_probs"][keep], raw["boxes"][keep], h, w)
     probs = output["masks"].numpy()[keep]
     differ = pasted != (probs > 0.5)
@@ -128,7 +128,7 @@ def test_onnx_matches_pytorch_on_three_sizes_in_both_orders(exported):
             output = torch_predictor.model([torch.from_numpy(rgb).permute(2, 0, 1).float() / 255], score_thresh=0.0)[0]
         n = len(output["scores"])
         assert n > 0 and raw["boxes"].shape == (n, 4) and raw["mask_probs"].shape == (n, 28, 28)
-        assert raw["sem_seg"].shape == rgb.shape[:2]
+        assert raw["sem_seg_labels"].shape == rgb.shape[:2]
         assert np.abs(raw["boxes"] - output["boxes"].numpy()).max() <= 1e-3
         assert np.abs(raw["scores"] - output["scores"].numpy()).max() <= 1e-3
         assert np.abs(raw["ranking_scores"] - output["ranking_scores"].numpy()).max() <= 1e-3
@@ -248,36 +248,59 @@ def test_bad_files_are_one_line_errors(exported, tmp_path, capsys):
 
 
 def test_graph_stuff_labels_and_level_merge_compute_what_the_eager_code_does():
-    from oanet.export.graph import merge_levels, stuff_labels
-    from oanet.model.oanet import resample_to_original
+    from oanet.export.graph import merge_levels, traced_stuff_labels
+    from oanet.model.oanet import resample_to_original, stuff_labels
 
     g = torch.Generator().manual_seed(0)
     for fh, fw, h, w, oh, ow in [(16, 20, 64, 80, 64, 80), (16, 32, 52, 128, 50, 123), (8, 32, 21, 128, 33, 200)]:
         logits = torch.randn(13, fh, fw, generator=g)
         expected = resample_to_original(logits, (h, w), (oh, ow), 4).softmax(0).argmax(0)
-        got = stuff_labels(logits, (torch.tensor(h), torch.tensor(w)), (torch.tensor(oh), torch.tensor(ow)), 4)
+        assert torch.equal(stuff_labels(logits, (h, w), (oh, ow), 4), expected)
+        got = traced_stuff_labels(logits, (torch.tensor(h), torch.tensor(w)), (torch.tensor(oh), torch.tensor(ow)), 4)
         assert torch.equal(got, expected)
     levels = torch.tensor([2, 0, 1, 0, 3, 2])
     per_level = [torch.arange(6.0)[levels == level].reshape(-1, 1, 1, 1).expand(-1, 2, 3, 3) for level in range(4)]
     assert torch.equal(merge_levels(levels, per_level)[:, 0, 0, 0], torch.arange(6.0))
 
 
-def test_other_model_variants_export_without_code_changes():
-    """SRM off, one FPN per branch, stuff-only channels: the same graph code, the same outputs."""
+def _aligned_bgr_config():
+    model_cfg = tiny_config()
+    return dataclasses.replace(
+        model_cfg, input_format="BGR", input_scale=255.0, pixel_mean=(103.5, 116.3, 123.7), pixel_std=(57.0, 57.1, 58.4),
+        roi_heads=dataclasses.replace(model_cfg.roi_heads, pooler_aligned=True, pooler_sampling_ratio=0))
+
+
+@pytest.mark.parametrize("variant", ["srm_off_backbone_stuff", "aligned_pooler_bgr"])
+def test_other_model_variants_export_without_code_changes(variant):
+    """SRM off, one FPN per branch, stuff-only channels; detectron2-style aligned RoIAlign with adaptive
+    sampling and BGR 0-255 input: the same graph code, the same outputs, also with fewer detections
+    than the trace saw (the box threshold is still an input of the raw traced graph)."""
     import onnxruntime
 
     from oanet.export.exporter import FROZEN_INPUT, trace_to_onnx
 
     torch.manual_seed(0)
-    cfg = Config(model=tiny_config(sharing="backbone", classes="stuff", srm=False))
-    model = OANet(cfg.model).eval()
-    session = onnxruntime.InferenceSession(trace_to_onnx(model, cfg, 16), providers=["CPUExecutionProvider"])
+    if variant == "srm_off_backbone_stuff":
+        model_cfg = tiny_config(sharing="backbone", classes="stuff", srm=False)
+    else:
+        model_cfg = _aligned_bgr_config()
+    model = OANet(model_cfg).eval()
+    session = onnxruntime.InferenceSession(trace_to_onnx(model, Config(model=model_cfg), 16),
+                                           providers=["CPUExecutionProvider"])
     image = torch.rand(3, 50, 123, generator=torch.Generator().manual_seed(2))
-    feed = {"image": image.numpy(), "score_thresh": np.array(0.0, np.float32), FROZEN_INPUT: np.array(0.0, np.float32)}
-    raw = dict(zip(OUTPUTS, session.run(list(OUTPUTS), feed)))
     with torch.no_grad():
-        output = model([image], score_thresh=0.0)[0]
-    assert len(raw["scores"]) == len(output["scores"]) > 0
-    assert np.abs(raw["boxes"] - output["boxes"].numpy()).max() <= 1e-3
-    assert np.array_equal(raw["ranking_scores"], raw["scores"])  # without the SRM, the detection score
-    assert np.array_equal(raw["sem_seg"], output["sem_seg"].argmax(0).numpy())
+        all_scores = model([image], score_thresh=0.0)[0]["scores"].sort(descending=True).values
+    for box_thresh in (0.0, float(all_scores[3] + all_scores[4]) / 2):
+        model.roi_heads.score_thresh = box_thresh
+        feed = {"image": image.numpy(), "score_thresh": np.array(0.0, np.float32),
+                FROZEN_INPUT: np.array(box_thresh, np.float32)}
+        raw = dict(zip(OUTPUTS, session.run(list(OUTPUTS), feed)))
+        with torch.no_grad():
+            output = model([image], score_thresh=0.0)[0]
+        assert len(raw["scores"]) == len(output["scores"]) > 0
+        assert np.abs(raw["boxes"] - output["boxes"].numpy()).max() <= 1e-3
+        assert np.abs(raw["ranking_scores"] - output["ranking_scores"].numpy()).max() <= 1e-3
+        assert np.array_equal(raw["sem_seg_labels"], output["sem_seg_labels"].numpy())
+        if model.srm is None:
+            assert np.array_equal(raw["ranking_scores"], raw["scores"])  # without the SRM, the detection score
+    assert len(raw["scores"]) < len(all_scores)

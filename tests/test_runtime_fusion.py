@@ -9,11 +9,10 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
-from test_fusion import CFG, LABELS, PERSON, TIE, _box_mask, _tie_on_person
+from test_fusion import CFG, LABELS, PERSON, TIE, _box_mask, _tie_on_person, make_label_space
 from test_model import COMBOS, sample, tiny_config
 
 from oanet.config import FusionConfig
-from oanet.data.labels import LabelSpace, parse_categories
 from oanet.model import fusion as torch_fusion
 from oanet.model.oanet import OANet
 from oanet.runtime import fusion as np_fusion
@@ -38,17 +37,13 @@ def assert_same_fusion(prediction: dict, label_space, stuff_classes: str, cfg: F
 
 def _prediction(masks, labels, scores, ranks, sem, cfg=CFG):
     return {"masks": masks, "labels": labels, "scores": scores, "ranking_scores": ranks,
-            "selected": scores >= cfg.score_thresh, "sem_seg": sem}
-
-
-def _one_hot(sem: torch.Tensor, channels: int = 4) -> torch.Tensor:
-    return torch.nn.functional.one_hot(sem, channels).permute(2, 0, 1).float()
+            "selected": scores >= cfg.score_thresh, "sem_seg_labels": sem}
 
 
 def hand_made_cases():
     """(name, prediction, label space, stuff classes, cfg): the situations of test_fusion.py."""
     masks, labels = _tie_on_person()
-    stuff0 = _one_hot(torch.full((40, 40), 2))
+    stuff0 = torch.full((40, 40), 2)
     yield "tie_on_person", _prediction(masks, labels, torch.tensor([0.997, 0.662]), torch.tensor([0.325, 0.878]), stuff0), LABELS, "all", CFG
     yield "unselected_third", _prediction(
         torch.cat([masks, torch.ones(1, 40, 40)]), torch.cat([labels, torch.tensor([0])]),
@@ -57,44 +52,42 @@ def hand_made_cases():
     for thresh in (0.3, 0.5):
         cfg = dataclasses.replace(CFG, overlap_thresh=thresh)
         yield f"overlap_{thresh}", _prediction(torch.stack([a, b, c]), torch.tensor([0, 0, 1]), torch.tensor([0.9, 0.8, 0.7]),
-                                               torch.tensor([0.9, 0.8, 0.7]), _one_hot(torch.full((20, 20), 3))), LABELS, "all", cfg
+                                               torch.tensor([0.9, 0.8, 0.7]), torch.full((20, 20), 3)), LABELS, "all", cfg
     g = torch.Generator().manual_seed(0)
     for thresh in (0.0, 0.3, 0.7):
         cfg = dataclasses.replace(CFG, overlap_thresh=thresh, score_thresh=0.2)
         yield f"random_{thresh}", _prediction(
             torch.rand(12, 24, 24, generator=g), torch.randint(0, 2, (12,), generator=g), torch.rand(12, generator=g),
-            torch.rand(12, generator=g), torch.rand(4, 24, 24, generator=g).softmax(0), cfg), LABELS, "all", cfg
+            torch.rand(12, generator=g), torch.randint(0, 4, (24, 24), generator=g), cfg), LABELS, "all", cfg
     m0, m1 = _box_mask(10, 10, 0, 10, 0, 6), _box_mask(10, 10, 0, 10, 4, 10)
     yield "same_class_fallback", _prediction(
         torch.stack([m0, m1, torch.zeros(10, 10), _box_mask(10, 10, 0, 10, 0, 10)]), torch.tensor([PERSON, PERSON, TIE, PERSON]),
-        torch.tensor([0.6, 0.9, 0.7, 0.3]), torch.tensor([0.8, 0.2, 0.5, 0.0]), _one_hot(torch.full((10, 10), 2), 4)), LABELS, "all", CFG
+        torch.tensor([0.6, 0.9, 0.7, 0.3]), torch.tensor([0.8, 0.2, 0.5, 0.0]), torch.full((10, 10), 2)), LABELS, "all", CFG
     sem = torch.full((40, 40), 2)
     sem[0:10, 0:10] = 0
     sem[20:23, 20:24] = 3
     sem[30:34, 30:34] = 3
     cfg = FusionConfig(score_thresh=0.5, overlap_thresh=0.5, stuff_area_limit=4900, stuff_area_reference_size=800)
     none = (torch.zeros(0, 40, 40), torch.zeros(0, dtype=torch.long), torch.zeros(0), torch.zeros(0))
-    yield "stuff_area_limit", _prediction(*none, _one_hot(sem), cfg), LABELS, "all", cfg
+    yield "stuff_area_limit", _prediction(*none, sem, cfg), LABELS, "all", cfg
     sem_stuff = torch.zeros(40, 40, dtype=torch.long)
     sem_stuff[:, 20:] = 2
-    yield "classes_stuff", _prediction(*none, _one_hot(sem_stuff, 3), cfg), LABELS, "stuff", cfg
-    yield "empty_all_void", _prediction(*none, _one_hot(torch.zeros(40, 40, dtype=torch.long)), cfg), LABELS, "all", cfg
+    yield "classes_stuff", _prediction(*none, sem_stuff, cfg), LABELS, "stuff", cfg
+    yield "empty_all_void", _prediction(*none, torch.zeros(40, 40, dtype=torch.long), cfg), LABELS, "all", cfg
     yield "no_stuff_classes", _prediction(torch.ones(1, 8, 12), torch.tensor([0]), torch.tensor([0.9]), torch.tensor([0.9]),
-                                          _one_hot(torch.zeros(8, 12, dtype=torch.long), 2)), ([1, 32], []), "all", CFG
-    space = LabelSpace(parse_categories([{"id": 1, "name": "p"}, {"id": 32, "name": "t"},
-                                         {"id": 184, "name": "a", "isthing": 0}, {"id": 187, "name": "b", "isthing": 0}], "t"))
-    yield "label_space_object", _prediction(masks, labels, torch.tensor([0.997, 0.662]), torch.tensor([0.325, 0.878]),
-                                            _one_hot(torch.full((40, 40), 3))), space, "all", CFG
+                                          torch.zeros(8, 12, dtype=torch.long)), make_label_space([1, 32], []), "all", CFG
+    yield "stuff_under_things", _prediction(masks, labels, torch.tensor([0.997, 0.662]), torch.tensor([0.325, 0.878]),
+                                            torch.full((40, 40), 3)), LABELS, "all", CFG
     cfg0 = dataclasses.replace(CFG, overlap_thresh=0.0)
     yield "hidden_overlap_zero", _prediction(masks, labels, torch.tensor([0.997, 0.662]), torch.tensor([0.325, 0.878]),
-                                             torch.zeros(4, 40, 40)), LABELS, "all", cfg0
+                                             torch.zeros(40, 40, dtype=torch.long)), LABELS, "all", cfg0
     # Equal scores everywhere: the stable sorts must keep the input order in both implementations.
     yield "ties", _prediction(torch.stack([a, b, c, a]), torch.tensor([0, 1, 0, 1]), torch.full((4,), 0.7),
-                              torch.full((4,), 0.4), _one_hot(torch.full((20, 20), 2))), LABELS, "all", CFG
+                              torch.full((4,), 0.4), torch.full((20, 20), 2)), LABELS, "all", CFG
     # More than 255 instances: the int32 rank path of the topmost-owner computation.
     many = torch.rand(300, 16, 16, generator=g) > 0.9
     yield "300_instances", _prediction(many.float(), torch.randint(0, 2, (300,), generator=g), torch.rand(300, generator=g),
-                                       torch.rand(300, generator=g), _one_hot(torch.full((16, 16), 3)),
+                                       torch.rand(300, generator=g), torch.full((16, 16), 3),
                                        dataclasses.replace(CFG, score_thresh=0.0)), LABELS, "all", dataclasses.replace(CFG, score_thresh=0.0, overlap_thresh=0.1)
 
 
@@ -113,7 +106,7 @@ def test_float32_comparisons_as_torch_makes_them():
     below = torch.ones(1, 25)
     cfg = dataclasses.replace(CFG, overlap_thresh=0.28)
     prediction = _prediction(torch.stack([on_top, below]), torch.tensor([0, 1]), torch.tensor([0.9, 0.8]),
-                             torch.tensor([0.9, 0.8]), _one_hot(torch.full((1, 25), 2)))
+                             torch.tensor([0.9, 0.8]), torch.full((1, 25), 2))
     got = assert_same_fusion(prediction, LABELS, "all", cfg)
     assert len([s for s in got["score"][1] if s["isthing"]]) == 2 and 7 < 0.28 * 25
     # Stuff area limit within float32 rounding above an integer area: kept, as torch keeps it.
@@ -126,7 +119,7 @@ def test_float32_comparisons_as_torch_makes_them():
     sem = torch.full((40, 40), 2)
     sem.view(-1)[:area] = 3  # stuff 1 has exactly `area` pixels, a hair below the float64 limit
     none = (torch.zeros(0, 40, 40), torch.zeros(0, dtype=torch.long), torch.zeros(0), torch.zeros(0))
-    got = assert_same_fusion(_prediction(*none, _one_hot(sem), cfg), LABELS, "all", cfg)
+    got = assert_same_fusion(_prediction(*none, sem, cfg), LABELS, "all", cfg)
     assert [s["area"] for s in got["srm"][1] if s["category_id"] == 187] == [area]
 
 
@@ -139,7 +132,7 @@ def test_numpy_fusion_equals_torch_fusion_on_model_outputs(combo):
         images = [sample(classes=combo[1])[0], torch.rand(3, 50, 70, generator=torch.Generator().manual_seed(1))]
         outputs = model(images, score_thresh=0.0)
     classes = combo[1]
-    space = {"thing_category_ids": [1, 2, 3], "stuff_category_ids": [10, 11]}
+    space = make_label_space([1, 2, 3], [10, 11])
     for thresh, overlap in ((0.5, 0.5), (0.1, 0.2)):
         cfg = FusionConfig(score_thresh=thresh, overlap_thresh=overlap, stuff_area_limit=40, stuff_area_reference_size=64)
         for output in outputs:
@@ -176,8 +169,10 @@ def test_numpy_paste_matches_torchvision():
 def test_fuse_refuses_bad_orders_and_outputs_without_selection():
     masks, labels = _tie_on_person()
     prediction = _numpy({"masks": masks, "labels": labels, "scores": torch.tensor([0.9, 0.8]),
-                         "ranking_scores": torch.tensor([0.1, 0.2]), "sem_seg": torch.zeros(4, 40, 40)})
+                         "ranking_scores": torch.tensor([0.1, 0.2]), "sem_seg_labels": torch.zeros(40, 40, dtype=torch.long)})
     with pytest.raises(ValueError, match="selected"):
         np_fusion.fuse(prediction, LABELS, "all", CFG)
     with pytest.raises(ValueError, match="unknown fusion order"):
         np_fusion.fuse({**prediction, "selected": np.array([True, True])}, LABELS, "all", CFG, orders=("depth",))
+    with pytest.raises(TypeError, match="LabelSpace"):
+        np_fusion.fuse({**prediction, "selected": np.array([True, True])}, ([1, 32], [184, 187]), "all", CFG)

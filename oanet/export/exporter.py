@@ -77,8 +77,8 @@ def trace_to_onnx(model: torch.nn.Module, cfg: Config, opset: int) -> bytes:
                 output_names=list(OUTPUTS),
                 dynamic_axes={
                     "image": {1: "height", 2: "width"},
-                    **{name: detections for name in OUTPUTS if name != "sem_seg"},
-                    "sem_seg": {0: "height", 1: "width"},
+                    **{name: detections for name in OUTPUTS if name != "sem_seg_labels"},
+                    "sem_seg_labels": {0: "height", 1: "width"},
                 },
                 do_constant_folding=True,
             )

@@ -11,10 +11,10 @@
 - The masks stay at RoI resolution (``N x M x M``). The runtime pastes only the selected detections
   (:mod:`oanet.runtime.paste`) instead of the graph pasting all N at the image size: torchvision's
   traceable paste is a Loop that breaks with zero detections and would output ``N x H x W`` floats.
-- The stuff branch is reduced to its argmax at the input size in the graph (:func:`stuff_labels`):
-  that is all fusion reads of it, and the ``C x H x W`` map never leaves onnxruntime.
-- Where onnxruntime runs torchvision's traced code slowly, the graph computes the same values
-  another way: the stuff resampling (:func:`stuff_labels`) and the RoIAlign level merge
+- The stuff branch is reduced to its argmax at the input size in the graph, as in eager inference
+  (:func:`traced_stuff_labels`): that is all fusion reads of it.
+- Where onnxruntime runs traced code slowly, the graph computes the same values another way: the
+  stuff resampling (:func:`traced_stuff_labels`) and torchvision's RoIAlign level merge
   (:func:`merge_levels`).
 - The box head's score threshold is a traced input, frozen to the configured value after export
   (:func:`oanet.export.exporter.freeze_input`): torchvision skips NMS when no box passes it, and a
@@ -70,23 +70,40 @@ def _linear_taps(out_len: Tensor, resized_len: Tensor, feature_len: Tensor, stri
     return low, high, 1 - weight, weight
 
 
-def stuff_labels(logits: Tensor, resized: tuple, original: tuple, stride: int) -> Tensor:
-    """``argmax`` over channels of :func:`resample_to_original` (``C x h' x w'`` -> ``H x W`` int64).
+def traced_stuff_labels(logits: Tensor, resized: tuple, original: tuple, stride: int) -> Tensor:
+    """:func:`oanet.model.oanet.stuff_labels` in a traceable form (``C x h' x w'`` -> ``H x W`` int64).
 
-    The same bilinear sampling, computed separably (columns, then rows: two gathers and a weighted
-    sum each) because onnxruntime's GridSample and its Softmax over a non-last axis are 10-30x
-    slower than PyTorch's; the argmax is taken of the logits, as softmax preserves their order. Values
-    differ from grid_sample's by float rounding only, so a label can differ only at a near tie.
+    The same algorithm: each output pixel takes the class its four neighbouring feature cells agree
+    on; only the other pixels are resampled over all channels. The differences are for export: no
+    Python branch on the number of such pixels (zero is a valid count), and the bilinear sampling of
+    those pixels gathers rows of a channels-last copy of the logits (onnxruntime's GridSample is 10-30x
+    slower than PyTorch's). Values differ from grid_sample's by float rounding only, so a label can
+    differ only at an exact tie.
     """
     fh, fw = torch._shape_as_tensor(logits)[-2:].unbind(0)
     y0, y1, wy0, wy1 = _linear_taps(original[0], resized[0], fh, stride)
     x0, x1, wx0, wx1 = _linear_taps(original[1], resized[1], fw, stride)
-    # Channels last: every gather moves whole rows of C values and the argmax runs along contiguous
-    # memory (gathering single elements along the last axis cost onnxruntime ~10x more).
-    hwc = logits.permute(1, 2, 0)
-    columns = hwc.index_select(1, x0) * wx0[:, None] + hwc.index_select(1, x1) * wx1[:, None]  # h' x W x C
-    full = columns.index_select(0, y0) * wy0[:, None, None] + columns.index_select(0, y1) * wy1[:, None, None]
-    return full.argmax(-1)
+    coarse = logits.argmax(0)
+    rows0, rows1 = coarse.index_select(0, y0), coarse.index_select(0, y1)
+    labels = rows0.index_select(1, x0)
+    agree = (
+        (labels == rows0.index_select(1, x1)) & (labels == rows1.index_select(1, x0)) & (labels == rows1.index_select(1, x1))
+    )
+    width = x0.shape[0]
+    pixels = (~agree).reshape(-1).nonzero().squeeze(1)
+    ys, xs = pixels // width, pixels % width
+    cells = logits.flatten(1).transpose(0, 1)  # h'w' x C: a cell's C values are one row
+
+    def pick(values: Tensor, index: Tensor) -> Tensor:
+        return values.index_select(0, index)
+
+    top, bottom = pick(y0, ys) * fw, pick(y1, ys) * fw
+    left, right = pick(x0, xs), pick(x1, xs)
+    wl, wr = pick(wx0, xs)[:, None], pick(wx1, xs)[:, None]
+    wt, wb = pick(wy0, ys)[:, None], pick(wy1, ys)[:, None]
+    values = ((pick(cells, top + left) * wl + pick(cells, top + right) * wr) * wt
+              + (pick(cells, bottom + left) * wl + pick(cells, bottom + right) * wr) * wb)
+    return labels.reshape(-1).scatter(0, pixels, values.argmax(1)).reshape(labels.shape)
 
 
 def merge_levels(levels: Tensor, unmerged_results: list) -> Tensor:
@@ -149,5 +166,5 @@ class PanopticGraph(nn.Module):
         resized_h, resized_w = image_list.image_sizes[0]
         # true division of traced ints: float32(original) / float32(resized), as torchvision's ratios
         boxes = scale_boxes(det["boxes"], height / resized_h, width / resized_w)
-        sem_seg = stuff_labels(stuff_logits[0], (resized_h, resized_w), (height, width), STUFF_STRIDE)
-        return boxes, labels, det["scores"], det["masks"][:, 0], ranks, selected, sem_seg
+        sem_seg_labels = traced_stuff_labels(stuff_logits[0], (resized_h, resized_w), (height, width), STUFF_STRIDE)
+        return boxes, labels, det["scores"], det["masks"][:, 0], ranks, selected, sem_seg_labels

@@ -10,28 +10,21 @@ float32 rounding of an integer would decide differently.
 
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 
 from oanet.config import FusionConfig
-from oanet.data.labels import channel_to_stuff_index
+from oanet.data.labels import LabelSpace, channel_to_stuff_index
 
 ORDER_SCORES = {"score": "scores", "srm": "ranking_scores"}
 
 
-def category_ids(label_space: Any) -> tuple[list[int], list[int]]:
-    """``(thing COCO ids by thing index, stuff COCO ids by stuff index)``; the same inputs as
-    :func:`oanet.model.fusion.category_ids` (a LabelSpace, a mapping, an object or a pair)."""
-    if isinstance(label_space, dict):
-        things, stuff = label_space["thing_category_ids"], label_space["stuff_category_ids"]
-    elif isinstance(label_space, (tuple, list)) and len(label_space) == 2:
-        things, stuff = label_space
-    elif hasattr(label_space, "thing_ids"):
-        things, stuff = label_space.thing_ids, label_space.stuff_ids
-    else:
-        things, stuff = label_space.thing_category_ids, label_space.stuff_category_ids
-    return [int(c) for c in things], [int(c) for c in stuff]
+def category_ids(label_space: LabelSpace) -> tuple[list[int], list[int]]:
+    """``(thing COCO ids by thing index, stuff COCO ids by stuff index)`` of a label space."""
+    if not isinstance(label_space, LabelSpace):
+        raise TypeError(f"label_space must be an oanet.data.labels.LabelSpace, got {type(label_space).__name__}")
+    return label_space.thing_ids.tolist(), label_space.stuff_ids.tolist()
 
 
 def stuff_area_limit(cfg: FusionConfig, height: int, width: int) -> float:
@@ -113,7 +106,7 @@ def panoptic_fusion(
     det_scores: np.ndarray,
     order_scores: np.ndarray,
     sem_seg_labels: np.ndarray,
-    label_space: Any,
+    label_space: LabelSpace,
     stuff_classes: str,
     cfg: FusionConfig,
     *,
@@ -179,7 +172,7 @@ def fuse_selected(
     scores: np.ndarray,
     ranking_scores: np.ndarray,
     sem_seg_labels: np.ndarray,
-    label_space: Any,
+    label_space: LabelSpace,
     stuff_classes: str,
     cfg: FusionConfig,
     orders: Sequence[str] = ("score", "srm"),
@@ -202,23 +195,20 @@ def check_orders(orders: Sequence[str]) -> None:
 
 def fuse(
     prediction: dict[str, np.ndarray],
-    label_space: Any,
+    label_space: LabelSpace,
     stuff_classes: str,
     cfg: FusionConfig,
     orders: Sequence[str] = ("score", "srm"),
 ) -> dict[str, tuple[np.ndarray, list[dict]]]:
-    """Fuse one model output (numpy arrays of :meth:`OANet.forward`'s keys) in each of ``orders``.
-
-    The stuff prediction is ``sem_seg`` (``C x H x W`` probabilities, reduced by argmax) or
-    ``sem_seg_labels`` (``H x W``, already reduced). The detections pasted are exactly those the model
-    ``selected``, in both orders, as in :func:`oanet.model.fusion.fuse`.
+    """Fuse one model output (numpy arrays of :meth:`OANet.forward`'s keys: ``masks`` at the image
+    size, ``labels``, ``scores``, ``ranking_scores``, ``selected``, ``sem_seg_labels``) in each of
+    ``orders``. The detections pasted are exactly those the model ``selected``, in both orders, as in
+    :func:`oanet.model.fusion.fuse`.
     """
     check_orders(orders)
     if "selected" not in prediction:
         raise ValueError("prediction lacks 'selected' (the detections the model ranked): fuse a model output")
-    sem_seg_labels = prediction.get("sem_seg_labels")
-    if sem_seg_labels is None:
-        sem_seg_labels = prediction["sem_seg"].argmax(0)
+    sem_seg_labels = prediction["sem_seg_labels"]
     keep = np.flatnonzero(prediction["selected"])
     return fuse_selected(
         prediction["masks"][keep] > np.float32(0.5),

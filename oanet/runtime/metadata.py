@@ -27,7 +27,7 @@ DEFAULT_OPSET = 17
 # the SRM and pasted by fusion), a float32 scalar, so a threshold needs no new export.
 INPUTS = ("image", "score_thresh")
 # Graph outputs, N = detections (0..detections_per_img), M = RoI mask resolution (28).
-OUTPUTS = ("boxes", "labels", "scores", "mask_probs", "ranking_scores", "selected", "sem_seg")
+OUTPUTS = ("boxes", "labels", "scores", "mask_probs", "ranking_scores", "selected", "sem_seg_labels")
 OUTPUT_DOC = {
     "image": "float32 3 x H x W, RGB in 0..1, any H and W (resize, normalisation and padding happen inside)",
     "score_thresh": "float32 scalar: a detection is selected when score >= score_thresh",
@@ -37,7 +37,7 @@ OUTPUT_DOC = {
     "mask_probs": "float32 N x M x M, mask probabilities of the detected class in the box (RoI resolution)",
     "ranking_scores": "float32 N, SRM ranking score (Eq. 3) of the selected detections, 0 elsewhere",
     "selected": "bool N, scores >= score_thresh: the detections the SRM ranked and fusion pastes",
-    "sem_seg": "int64 H x W, argmax over the stuff branch's channels at the input size",
+    "sem_seg_labels": "int64 H x W, argmax over the stuff branch's channels at the input size",
 }
 
 
@@ -84,10 +84,12 @@ def build_metadata(*, label_space: Any, config: Mapping, opset: int, oanet_versi
         "srm": bool(model_config["srm"]["enabled"]),
         "preprocessing": {
             "input": "float32 3 x H x W RGB in 0..1 (uint8 / 255); no other step outside the graph",
-            "in_graph": "resize (short side min_size, long side <= max_size, bilinear), "
-            "normalise ((x - pixel_mean) / pixel_std), pad to a multiple of 32",
+            "in_graph": "channel order input_format, x * input_scale, (x - pixel_mean) / pixel_std, resize "
+            "(short side min_size, long side <= max_size, bilinear), pad to a multiple of 32",
             "min_size": int(model_config["min_size"][-1]),
             "max_size": int(model_config["max_size"]),
+            "input_format": model_config.get("input_format", "RGB"),
+            "input_scale": float(model_config.get("input_scale", 1.0)),
             "pixel_mean": list(model_config["pixel_mean"]),
             "pixel_std": list(model_config["pixel_std"]),
         },

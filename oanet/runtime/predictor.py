@@ -72,11 +72,11 @@ class OnnxPredictor(BasePredictor):
 
     def fuse_outputs(self, outputs: dict[str, np.ndarray], orders: Sequence[str]) -> Fused:
         """Paste the selected detections' masks at the input size and fuse them in each order."""
-        height, width = outputs["sem_seg"].shape
+        height, width = outputs["sem_seg_labels"].shape
         keep = np.flatnonzero(outputs["selected"])
         masks = paste_masks(outputs["mask_probs"][keep], outputs["boxes"][keep], height, width)
         return fuse_selected(masks, outputs["labels"][keep], outputs["scores"][keep], outputs["ranking_scores"][keep],
-                             outputs["sem_seg"], self.label_space, self.stuff_classes, self.fusion, orders)
+                             outputs["sem_seg_labels"], self.label_space, self.stuff_classes, self.fusion, orders)
 
     def _fuse_batch(self, rgbs: Sequence[np.ndarray], orders: Sequence[str]) -> list[Fused]:
         # One image per run: the graph takes one image of any size (no padding to a common size).

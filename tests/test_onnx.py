@@ -213,6 +213,27 @@ def test_runtime_runs_without_importing_torch(exported):
     assert done.stdout.strip() == "False"
 
 
+def test_predict_cli_with_onnx_runs_without_torch(exported, tmp_path):
+    from PIL import Image
+
+    _, path = exported
+    for i, rgb in enumerate(_images()[:2]):
+        Image.fromarray(rgb).save(tmp_path / f"img{i}.png")
+    out = tmp_path / "pred"
+    code = (
+        "import sys\n"
+        "from oanet.cli import main\n"
+        f"rc = main(['predict', '--onnx', {str(path)!r}, {str(tmp_path)!r}, '--out', {str(out)!r}, '--order', 'both'])\n"
+        "print(rc, 'torch' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "0 False"
+    for order in ("score", "srm"):
+        annotations = json.loads((out / f"{order}_order" / "panoptic.json").read_text())["annotations"]
+        assert sorted(a["file_name"] for a in annotations) == ["img0.png", "img1.png"]
+
+
 def test_missing_onnxruntime_is_one_line_naming_the_extra(exported, monkeypatch):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # makes `import onnxruntime` fail
     with pytest.raises(MissingExtraError, match=r"pip install 'oanet\[deploy\]'") as info:

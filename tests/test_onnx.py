@@ -175,6 +175,11 @@ def test_threshold_is_a_graph_input_with_the_eager_meaning(exported):
     assert np.array_equal(raw["selected"], output["selected"].numpy())
     assert 0 < raw["selected"].sum() < len(scores)
     assert np.all(raw["ranking_scores"][~raw["selected"]] == 0) and np.all(raw["ranking_scores"][raw["selected"]] > 0)
+    # The mask head ran on the selected detections only; their masks are the PyTorch model's.
+    assert not raw["mask_probs"][~raw["selected"]].any() and raw["mask_probs"][raw["selected"]].any()
+    keep = np.flatnonzero(raw["selected"])
+    pasted = paste_masks(raw["mask_probs"][keep], raw["boxes"][keep], *rgb.shape[:2])
+    assert (pasted != (output["masks"].numpy()[keep] > 0.5)).mean() < 1e-3
     # None selected: the SRM gets an empty input inside the graph; only stuff is left.
     onnx_none = OnnxPredictor(path, score_thresh=1.0, order="both")
     torch_none = Predictor.from_checkpoint(checkpoint, device="cpu", score_thresh=1.0, order="both")

@@ -8,9 +8,11 @@
   size comes from ``image.shape``, the resized size is computed in float64 as in eager PyTorch
   (:func:`resize_image`), and the boxes are scaled back with traced ratios (torchvision's
   ``resize_boxes`` builds its ratios with ``torch.tensor``, which a trace freezes).
-- The masks stay at RoI resolution (``N x M x M``). The runtime pastes only the selected detections
-  (:mod:`oanet.runtime.paste`) instead of the graph pasting all N at the image size: torchvision's
-  traceable paste is a Loop that breaks with zero detections and would output ``N x H x W`` floats.
+- The mask head runs on the selected detections only (:func:`selected_masks`; the others' masks are
+  0, and nothing reads them), and the masks stay at RoI resolution (``N x M x M``): the runtime
+  pastes the selected ones (:mod:`oanet.runtime.paste`) instead of the graph pasting all N at the
+  image size (torchvision's traceable paste is a Loop that breaks with zero detections and would
+  output ``N x H x W`` floats).
 - The stuff branch is reduced to its argmax at the input size in the graph, as in eager inference
   (:func:`traced_stuff_labels`): that is all fusion reads of it.
 - Where onnxruntime runs traced code slowly, the graph computes the same values another way: the
@@ -30,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.models.detection.image_list import ImageList
+from torchvision.models.detection.roi_heads import RoIHeads, maskrcnn_inference
 
 from oanet.model.oanet import STUFF_STRIDE, OANet
 
@@ -134,6 +137,31 @@ def scale_boxes(boxes: Tensor, ratio_height: Tensor, ratio_width: Tensor) -> Ten
     return torch.stack((xmin * ratio_width, ymin * ratio_height, xmax * ratio_width, ymax * ratio_height), dim=1)
 
 
+def detect(roi_heads: RoIHeads, features, proposals, image_sizes, box_score_thresh: Tensor):
+    """The box branch of ``RoIHeads.forward`` at inference, for one image: ``(boxes, scores, labels)``
+    with torchvision's labels (1..T), the box score threshold a traced value."""
+    box_features = roi_heads.box_head(roi_heads.box_roi_pool(features, proposals, image_sizes))
+    class_logits, box_regression = roi_heads.box_predictor(box_features)
+    configured = roi_heads.score_thresh
+    roi_heads.score_thresh = box_score_thresh  # read by postprocess_detections (`scores > score_thresh`)
+    try:
+        boxes, scores, labels = roi_heads.postprocess_detections(class_logits, box_regression, proposals, image_sizes)
+    finally:
+        roi_heads.score_thresh = configured
+    return boxes[0], scores[0], labels[0]
+
+
+def selected_masks(roi_heads: RoIHeads, features, boxes, labels, index: Tensor, image_sizes) -> Tensor:
+    """The mask branch of ``RoIHeads.forward`` on the detections ``index`` only: ``N x 1 x M x M``
+    probabilities, zero for the others. Nothing uses an unselected detection's mask (the SRM ranks and
+    fusion pastes the selected ones), and the mask head costs as much as the box head and RPN together."""
+    mask_features = roi_heads.mask_roi_pool(features, [boxes.index_select(0, index)], image_sizes)
+    mask_logits = roi_heads.mask_predictor(roi_heads.mask_head(mask_features))
+    probs = maskrcnn_inference(mask_logits, [labels.index_select(0, index)])[0]
+    size = probs.shape[-1]
+    return probs.new_zeros((boxes.shape[0], 1, size, size)).index_copy(0, index, probs)
+
+
 class PanopticGraph(nn.Module):
     """``forward(image 3xHxW in 0..1, score_thresh, box_score_thresh) -> graph outputs`` of one image."""
 
@@ -145,26 +173,22 @@ class PanopticGraph(nn.Module):
         model = self.model
         height, width = image.shape[-2], image.shape[-1]
         image_list = transform_image(model, image)
+        sizes = image_list.image_sizes
         instance_features, stuff_features = model.backbone(image_list.tensors)
         proposals, _ = model.rpn(image_list, instance_features)
-        roi_heads = model.roi_heads
-        configured = roi_heads.score_thresh
-        roi_heads.score_thresh = box_score_thresh  # read by postprocess_detections (`scores > score_thresh`)
-        try:
-            detections, _ = roi_heads(instance_features, proposals, image_list.image_sizes)
-        finally:
-            roi_heads.score_thresh = configured
+        boxes, scores, torchvision_labels = detect(model.roi_heads, instance_features, proposals, sizes, box_score_thresh)
+        selected = scores >= score_thresh
+        index = selected.nonzero().squeeze(1)
+        masks = selected_masks(model.roi_heads, instance_features, boxes, torchvision_labels, index, sizes)
         stuff_logits = model.stuff_head(stuff_features)
 
-        det = detections[0]
-        labels = det["labels"] - 1
-        selected = det["scores"] >= score_thresh
+        labels = torchvision_labels - 1
         padded = image_list.tensors.shape[-2:]
-        network_scale = {"boxes": det["boxes"], "labels": labels, "scores": det["scores"], "masks": det["masks"]}
+        network_scale = {"boxes": boxes, "labels": labels, "scores": scores, "masks": masks}
         ranks = model.rank_detections([network_scale], [selected], (padded[0], padded[1]))[0]
 
-        resized_h, resized_w = image_list.image_sizes[0]
+        resized_h, resized_w = sizes[0]
         # true division of traced ints: float32(original) / float32(resized), as torchvision's ratios
-        boxes = scale_boxes(det["boxes"], height / resized_h, width / resized_w)
+        original_boxes = scale_boxes(boxes, height / resized_h, width / resized_w)
         sem_seg_labels = traced_stuff_labels(stuff_logits[0], (resized_h, resized_w), (height, width), STUFF_STRIDE)
-        return boxes, labels, det["scores"], det["masks"][:, 0], ranks, selected, sem_seg_labels
+        return original_boxes, labels, scores, masks[:, 0], ranks, selected, sem_seg_labels

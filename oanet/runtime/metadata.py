@@ -34,7 +34,8 @@ OUTPUT_DOC = {
     "boxes": "float32 N x 4, x0 y0 x1 y1 in input pixels",
     "labels": "int64 N, thing index 0..T-1 (label_space things sorted by id)",
     "scores": "float32 N, detection score",
-    "mask_probs": "float32 N x M x M, mask probabilities of the detected class in the box (RoI resolution)",
+    "mask_probs": "float32 N x M x M, mask probabilities of the detected class in the box (RoI resolution); "
+    "0 for detections that are not selected (the mask head runs on the selected ones only)",
     "ranking_scores": "float32 N, SRM ranking score (Eq. 3) of the selected detections, 0 elsewhere",
     "selected": "bool N, scores >= score_thresh: the detections the SRM ranked and fusion pastes",
     "sem_seg_labels": "int64 H x W, argmax over the stuff branch's channels at the input size",

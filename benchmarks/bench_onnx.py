@@ -19,7 +19,9 @@ Three measurements for BENCHMARKS.md ("Deploy without PyTorch"); each prints a t
 
     ``--preset r50``: ResNet-50-FPN, 80 things + 53 stuff, input ``--size`` square, random init with
     the box classifier's weights x20 so that detections_per_img (100) confident detections reach the
-    masks, the SRM and fusion (as benchmarks/bench_model.py), and random-noise images.
+    masks, the SRM and fusion (as benchmarks/bench_model.py), and random-noise images. All 100 are
+    selected, the worst case for the ONNX graph, whose mask head runs on the selected detections only
+    (PyTorch's runs on all of them); a trained model selects fewer.
 
 (c) startup: a fresh interpreter each time: import, load the model, first image (median of runs)::
 

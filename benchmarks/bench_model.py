@@ -17,13 +17,12 @@ import argparse
 import dataclasses
 import json
 import os
-import time
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from bench_overhead import label_space, part_timers, timed
 from oanet.config import ModelConfig
-from oanet.data.labels import Category, LabelSpace
 from oanet.model.fusion import fuse
 from oanet.model.oanet import OANet
 
@@ -55,49 +54,24 @@ def bench_config(sharing: str, size: int, things: int, stuff: int, detections: i
 
 def time_once(model: OANet, image: torch.Tensor, labels, device: torch.device) -> dict:
     """One inference + fusion in both orders; the SRM step inside forward is timed separately."""
-    srm_times: list[float] = []
-    rank = model.rank_detections
-
-    def sync():
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-
-    def timed_rank(*args, **kwargs):
-        sync()
-        t0 = time.perf_counter()
-        out = rank(*args, **kwargs)
-        sync()
-        srm_times.append(time.perf_counter() - t0)
-        return out
-
     # The feature extractor alone (ResNet(s) + FPN(s)): the part the sharing modes differ in.
     padded = image.new_zeros((1, 3) + tuple(-(-d // 32) * 32 for d in image.shape[-2:]))
-    sync()
-    t0 = time.perf_counter()
-    model.backbone(padded)
-    sync()
-    backbone_s = time.perf_counter() - t0
+    backbone_s = timed(lambda: model.backbone(padded), device)
 
-    model.rank_detections = timed_rank  # instance attribute shadows the method for this call only
-    try:
-        sync()
-        t0 = time.perf_counter()
-        (output,) = model([image])
-        sync()
-        t1 = time.perf_counter()
-        fuse(output, labels, model.cfg.stuff_head.classes, model.cfg.fusion)
-        sync()
-        t2 = time.perf_counter()
-    finally:
-        del model.rank_detections
-    total = t2 - t0
+    parts: dict = {}
+    with part_timers(model, {"srm": (model, "rank_detections")}, device, parts):
+        outputs = []
+        forward_s = timed(lambda: outputs.append(model([image])[0]), device)
+    output = outputs[0]
+    fusion_s = timed(lambda: fuse(output, labels, model.cfg.stuff_head.classes, model.cfg.fusion), device)
+    total = forward_s + fusion_s
     return {
-        "forward_s": t1 - t0,
+        "forward_s": forward_s,
         "backbone_s": backbone_s,
-        "srm_s": srm_times[0],
-        "fusion_both_orders_s": t2 - t1,
+        "srm_s": parts["srm"],
+        "fusion_both_orders_s": fusion_s,
         "total_s": total,
-        "srm_plus_fusion_share": (srm_times[0] + t2 - t1) / total,
+        "srm_plus_fusion_share": (parts["srm"] + fusion_s) / total,
         "detections": int(output["boxes"].shape[0]),
     }
 
@@ -118,10 +92,7 @@ def main() -> None:
     torch.manual_seed(0)
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    labels = LabelSpace(
-        [Category(i, f"thing{i}", True, (0, 0, 0)) for i in range(1, args.things + 1)]
-        + [Category(i, f"stuff{i}", False, (0, 0, 0)) for i in range(1000, 1000 + args.stuff)]
-    )
+    labels = label_space(args.things, args.stuff)
     image = torch.rand(3, args.size, args.size, device=device)
     report = {
         "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),

@@ -42,14 +42,14 @@ CPU_RECIPE = [
     "model.roi_heads.batch_size_per_image=128", "model.roi_heads.box_representation_size=512",
     "model.roi_heads.mask_head_channels=128", "model.stuff_head.channels=64",
     "data.hflip_prob=0.0", "data.num_workers=1",
-    "solver.ims_per_batch=4", "solver.base_lr=0.02", "solver.clip_grad_norm=10.0", "solver.amp=false",
+    "solver.ims_per_batch=4", "solver.base_lr=0.02", "solver.clip_grad_norm=10.0", "solver.precision=fp32",
     "solver.log_period=10",
 ]
 # The R50 preset (coco_r50.yaml) at 800 px, random init unless --init; AMP on CUDA.
 R50_RECIPE = [
     "model.backbone.weights=null", "model.backbone.trainable_layers=5", "model.backbone.frozen_bn=false",
     "data.hflip_prob=0.0", "data.num_workers=4",
-    "solver.ims_per_batch=8", "solver.base_lr=0.02", "solver.clip_grad_norm=10.0", "solver.amp=true",
+    "solver.ims_per_batch=8", "solver.base_lr=0.02", "solver.clip_grad_norm=10.0", "solver.precision=amp_fp16",
     "solver.log_period=20",
 ]
 RECIPES = {"cpu": ("synthetic_cpu.yaml", CPU_RECIPE, 256, 416), "r50": ("coco_r50.yaml", R50_RECIPE, 800, 1333)}

@@ -164,10 +164,30 @@ class SolverConfig:
     ims_per_device: int = 0
     # Linear scaling rule: when true, the learning rate used is base_lr * ims_per_batch / 16.
     scale_lr_with_batch: bool = False
-    amp: bool = True  # used on CUDA only
+    # Autocast of the forward pass (docs/training.md): "amp_fp16" = float16 with a GradScaler on CUDA
+    # (fp32 on the CPU), "bf16" = bfloat16 on CPU and CUDA (no scaler), "fp32" = none. The old key
+    # `amp: true/false` still loads as amp_fp16/fp32.
+    precision: Literal["fp32", "amp_fp16", "bf16"] = "amp_fp16"
     clip_grad_norm: float = 0.0  # 0 = off
     checkpoint_period: int = 5000
     log_period: int = 20
+
+    @staticmethod
+    def _upgrade_legacy(data: dict, where: str) -> dict:
+        """``amp: bool`` (configs and checkpoints before ``precision``) -> ``precision``."""
+        if "amp" not in data:
+            return data
+        data = dict(data)
+        amp = data.pop("amp")
+        if not isinstance(amp, bool):
+            raise ConfigError(f"{where}.amp: expected true or false, got {amp!r}")
+        implied = "amp_fp16" if amp else "fp32"
+        if data.setdefault("precision", implied) != implied:
+            raise ConfigError(
+                f"{where}: amp={str(amp).lower()} (the old key) contradicts precision={data['precision']}; "
+                "give only precision"
+            )
+        return data
 
 
 @dataclass
@@ -256,6 +276,9 @@ def from_dict(cls, data: dict, where: str = "config"):
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: expected a mapping, got {data!r}"[:300])
+    upgrade = getattr(cls, "_upgrade_legacy", None)
+    if upgrade is not None:
+        data = upgrade(data, where)
     types_ = _field_types(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)

@@ -22,6 +22,20 @@ def coco16() -> Path:
     return COCO16_DIR
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``cuda`` are skipped where no CUDA device is available (torch is imported only
+    when such a test was collected)."""
+    cuda_items = [item for item in items if item.get_closest_marker("cuda")]
+    if not cuda_items:
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        skip = pytest.mark.skip(reason="needs a CUDA device (run by benchmarks/gpu_check.sh)")
+        for item in cuda_items:
+            item.add_marker(skip)
+
+
 @pytest.fixture(autouse=True)
 def _one_torch_thread():
     """Tests run tiny models: on a 2-core CI machine, intra-op threads only add contention (measured up

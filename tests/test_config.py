@@ -64,10 +64,10 @@ def test_ablation_presets_change_one_thing():
 def test_overrides_parse_yaml_values():
     cfg = load_config(
         CONFIGS / "tiny_test.yaml",
-        ["solver.max_iter=7", "solver.steps=[3,5]", "model.backbone.weights=null", "solver.amp=true", "seed=3"],
+        ["solver.max_iter=7", "solver.steps=[3,5]", "model.backbone.weights=null", "solver.precision=bf16", "seed=3"],
     )
     assert cfg.solver.max_iter == 7 and cfg.solver.steps == (3, 5)
-    assert cfg.model.backbone.weights is None and cfg.solver.amp is True and cfg.seed == 3
+    assert cfg.model.backbone.weights is None and cfg.solver.precision == "bf16" and cfg.seed == 3
 
 
 def test_exponent_floats_without_a_dot():

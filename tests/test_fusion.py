@@ -263,3 +263,54 @@ def test_fuse_refuses_an_output_without_selected_detections():
                   "ranking_scores": torch.tensor([0.1, 0.2]), "sem_seg_labels": torch.zeros(40, 40, dtype=torch.long)}
     with pytest.raises(ValueError, match="selected"):
         fuse(prediction, LABELS, "all", CFG)
+
+
+def _reference_paste(masks, thresh):
+    """The sequential definition: one pass per instance."""
+    taken = torch.zeros(masks.shape[-2:], dtype=torch.bool)
+    owner = torch.full(masks.shape[-2:], -1)
+    kept = []
+    for i, m in enumerate(masks.bool()):
+        vis = m & ~taken
+        keep = bool(m.sum() > 0 and vis.sum() >= thresh * m.sum() and vis.sum() > 0)
+        kept.append(keep)
+        if keep:
+            owner[vis] = i
+            taken |= vis
+    return owner, torch.tensor(kept)
+
+
+@pytest.mark.parametrize("n", [3, 40, 300])  # 300: ranks and coverage counts beyond uint8
+def test_many_overlapping_instances_match_the_sequential_definition(n):
+    g = torch.Generator().manual_seed(n)
+    yy, xx = torch.meshgrid(torch.arange(30.0), torch.arange(34.0), indexing="ij")
+    centre = torch.rand(n, 2, generator=g) * torch.tensor([30.0, 34.0])
+    radius = 3 + 8 * torch.rand(n, 1, 1, generator=g)
+    masks = (yy - centre[:, 0, None, None]) ** 2 + (xx - centre[:, 1, None, None]) ** 2 <= radius**2
+    masks[0] = False  # an empty mask is never kept
+    for thresh in (0.0, 0.3, 0.6, 0.95):
+        owner, kept = paste_instances(masks, thresh)
+        ref_owner, ref_kept = _reference_paste(masks, thresh)
+        assert torch.equal(kept, ref_kept) and torch.equal(owner, ref_owner), thresh
+        if n > 3 and thresh > 0:
+            assert not kept[1:].all()  # non-empty instances were dropped: the drop path ran
+        # 0/1 float masks give the same result as bool ones.
+        float_owner, float_kept = paste_instances(masks.float(), thresh)
+        assert torch.equal(float_owner, owner) and torch.equal(float_kept, kept)
+
+
+def test_fuse_selects_the_same_masks_whether_or_not_they_are_a_run():
+    (person, tie), _ = _tie_on_person()
+    masks = torch.stack([person, tie, person.roll(3, 1), tie.roll(-4, 0)])
+    prediction = {
+        "masks": masks, "labels": torch.tensor([PERSON, TIE, PERSON, TIE]),
+        "scores": torch.tensor([0.9, 0.8, 0.7, 0.6]), "ranking_scores": torch.tensor([0.2, 0.9, 0.4, 0.5]),
+        "sem_seg_labels": torch.full((40, 40), 2),
+    }
+    for selected in ([True, True, True, False], [True, False, True, True], [False, True, False, False]):
+        sel = torch.tensor(selected)
+        fused = fuse(dict(prediction, selected=sel), LABELS, "all", CFG)
+        subset = {k: v[sel] if k != "sem_seg_labels" else v for k, v in prediction.items()}
+        expected = fuse(dict(subset, selected=torch.ones(int(sel.sum()), dtype=torch.bool)), LABELS, "all", CFG)
+        for order in ("score", "srm"):
+            assert torch.equal(fused[order][0], expected[order][0]) and fused[order][1] == expected[order][1]

@@ -8,9 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from oanet import _ext
 from oanet.data.png_io import write_id_png
 from oanet.errors import DataError
-from oanet.evaluation.pq import format_table, pq_compute
+from oanet.evaluation.pq import Categories, format_table, parse_segments, pq_compute
 
 PERSON, CAR, SKY = 1, 2, 3
 CATEGORIES = [
@@ -18,6 +19,16 @@ CATEGORIES = [
     {"id": CAR, "name": "car", "isthing": 1},
     {"id": SKY, "name": "sky", "isthing": 0},
 ]
+
+
+@pytest.fixture(autouse=True, params=["C", "pure"])
+def path(request, monkeypatch):
+    """Every case runs with the C extension (decoding, counting and matching in C) and without it (numpy)."""
+    if request.param == "C" and _ext.speedups is None:
+        pytest.skip("C extension not built")
+    if request.param == "pure":
+        monkeypatch.setattr(_ext, "speedups", None)
+    return request.param
 
 
 def segment(segment_id: int, category_id: int, iscrowd: int = 0, area: int | None = None) -> dict:
@@ -260,11 +271,46 @@ def test_bad_input_raises_a_clear_error(tmp_path, damage, exception, message):
     assert "\n" not in str(info.value)
 
 
-def test_errors_in_worker_processes_reach_the_caller(tmp_path):
-    paths = good_case(tmp_path)
-    write_id_png(paths[3] / "000001.png", runs((1, 4), (3, 4)))
-    with pytest.raises(DataError, match="declared by no segment"):
-        pq_compute(*paths, workers=2, progress=False)
+def test_errors_in_workers_reach_the_caller_in_image_order(tmp_path):
+    import threading
+
+    gt = runs((1, 4), (2, 4))
+    good = (gt, [segment(1, PERSON), segment(2, SKY)], gt, [segment(1, PERSON), segment(2, SKY)])
+    paths = write_case(tmp_path, [good] * 30)
+    for image_id in (13, 21):  # two broken images: the first in image order is the one reported
+        write_id_png(paths[3] / f"{image_id:06d}.png", runs((1, 4), (3, 4)))
+    for workers in (2, 3):
+        with pytest.raises(DataError, match=r"000013\.png \(prediction for image 13\): ids \[3\]"):
+            pq_compute(*paths, workers=workers, progress=False)
+    assert not [t for t in threading.enumerate() if t.name.startswith("oanet-pq")]  # the threads were joined
+
+
+def test_segments_given_as_floats_strings_or_bools_parse_like_integers():
+    categories = Categories.from_json({"categories": CATEGORIES}, "gt")
+    plain = {"image_id": 1, "file_name": "1.png", "segments_info": [
+        {"id": 9, "category_id": SKY, "iscrowd": 0, "area": 5},
+        {"id": 3, "category_id": PERSON, "iscrowd": 1, "area": 2},
+        {"id": 4, "category_id": PERSON, "area": 7},
+    ]}
+    odd = {"image_id": 1, "file_name": "1.png", "segments_info": [
+        {"id": 9.0, "category_id": "3", "iscrowd": False, "area": "5"},
+        {"id": "3", "category_id": 1.0, "iscrowd": True, "area": 2.0},
+        {"id": True + 3, "category_id": True, "area": 7},
+    ]}
+    expected = parse_segments(plain, categories, "gt", with_area=True)
+    assert expected.ids.tolist() == [3, 4, 9] and expected.category.tolist() == [0, 0, 2]
+    assert expected.iscrowd.tolist() == [True, False, False] and expected.area.tolist() == [2.0, 7.0, 5.0]
+    assert (expected.crowd_category.tolist(), expected.crowd_row.tolist()) == ([0], [0])
+    got = parse_segments(odd, categories, "gt", with_area=True)
+    for field in ("ids", "category", "iscrowd", "area", "crowd_category", "crowd_row"):
+        mine, theirs = getattr(got, field), getattr(expected, field)
+        assert mine.dtype == theirs.dtype and mine.tolist() == theirs.tolist(), field
+    empty = parse_segments({"segments_info": []}, categories, "gt", with_area=True)
+    assert empty.ids.shape == empty.category.shape == (0,)
+    with pytest.raises(DataError, match=r"segment ids \[18446744073709551616\] outside"):
+        parse_segments({"segments_info": [{"id": 2**64, "category_id": SKY}]}, categories, "p", with_area=False)
+    with pytest.raises(DataError, match=r"every segment needs 'id' and 'category_id'"):
+        parse_segments({"segments_info": [{"id": 1, "category_id": [3]}]}, categories, "p", with_area=False)
 
 
 def test_missing_folder_and_json(tmp_path):

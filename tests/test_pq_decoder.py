@@ -238,3 +238,121 @@ def test_pair_counts_match_numpy_on_every_filter():
         assert complete and np.array_equal(counts, expected)
     counts = np.zeros_like(expected)  # an id the prediction does not declare
     assert not _ext.speedups.pair_counts(gt_lines, 3, gt_keys, pred_lines, 4, pred_keys[1:], 41, 29, counts[:, 1:].copy())
+
+
+def _blocky_label_map(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+    """Runs that continue, shift and end from line to line, repeated lines, single-pixel segments."""
+    ids = np.zeros((height, width), dtype=np.uint32)
+    for segment_id in rng.integers(1, 256**3, size=int(rng.integers(1, 9))):
+        y, x = rng.integers(0, height), rng.integers(0, width)
+        h, w = rng.integers(1, height + 1), rng.integers(1, width + 1)
+        slant = rng.integers(-2, 3)
+        for dy in range(min(h, height - y)):
+            x0 = int(np.clip(x + slant * dy, 0, width - 1))
+            ids[y + dy, x0 : x0 + w] = segment_id
+    ids = ids[np.sort(rng.integers(0, height, size=height))]  # repeated lines
+    noise = rng.random((height, width)) < 0.01
+    ids[noise] = rng.integers(0, 256**3, size=int(noise.sum()))
+    return ids
+
+
+@needs_ext
+@pytest.mark.parametrize("seeds", [range(100), range(100, 200)])
+def test_random_filters_decode_and_count_exactly(seeds):
+    """Every filter on every line, in any order, at any size: ids and pair counts as numpy gives them."""
+    for seed in seeds:
+        _check_random_case(np.random.default_rng(seed))
+
+
+def _check_random_case(rng: np.random.Generator) -> None:
+    from oanet.evaluation.pq import confusion
+
+    height, width = int(rng.integers(1, 30)), int(rng.integers(1, 90))
+    maps, lines, keys = [], [], []
+    for _ in range(2):
+        ids = _blocky_label_map(rng, height, width)
+        pixels = rgb_of(ids)
+        channels = int(rng.choice([3, 4]))
+        if channels == 4:  # alpha that changes inside segments: a run boundary that is no id change
+            alpha = np.where(rng.random(ids.shape) < 0.05, 0, 255).astype(np.uint8)
+            pixels = np.concatenate([pixels, alpha[..., None]], axis=-1)
+        filters = tuple(int(f) for f in rng.integers(0, 5, size=height))
+        data = filtered_scanlines(pixels, filters)
+        out = np.empty((height, width), dtype=np.uint32)
+        _ext.speedups.scanlines_to_ids(data, width, height, channels, out)
+        assert np.array_equal(out, ids), filters
+        maps.append(ids)
+        lines.append((data, channels))
+        keys.append(np.unique(ids[ids > 0]).astype(np.uint32))
+    rows = [np.searchsorted(np.r_[0, k], ids) for ids, k in zip(maps, keys)]
+    expected = confusion(rows[0], rows[1], len(keys[0]), len(keys[1]))
+    counts = np.zeros_like(expected)
+    (gt_data, gt_channels), (pred_data, pred_channels) = lines
+    assert _ext.speedups.pair_counts(
+        gt_data, gt_channels, keys[0], pred_data, pred_channels, keys[1], width, height, counts
+    )
+    assert np.array_equal(counts, expected)
+
+
+@needs_ext
+def test_matching_in_c_gives_the_bits_of_numpy():
+    """pair_stats (count and match in C) against confusion + match_segments, on random maps with crowd
+    regions, void, several segments per category and IoUs around 0.5: the same float64 bits."""
+    from oanet.evaluation.pq import Segments, confusion, match_segments
+
+    n_categories = 5
+    for seed in range(60):
+        rng = np.random.default_rng(seed)
+        height, width = int(rng.integers(1, 24)), int(rng.integers(1, 40))
+        gt_ids = _blocky_label_map(rng, height, width)
+        pred_ids = np.where(rng.random((height, width)) < 0.85, gt_ids, _blocky_label_map(rng, height, width))
+        tables = []
+        for ids, is_gt in ((gt_ids, True), (pred_ids, False)):
+            keys = np.unique(ids[ids > 0]).astype(np.uint32)
+            category = rng.integers(0, n_categories, size=len(keys)).astype(np.int64)
+            crowd = (rng.random(len(keys)) < 0.2) & is_gt
+            pixels = np.bincount(np.searchsorted(keys, ids[ids > 0]), minlength=len(keys))
+            area = (pixels + rng.integers(-1, 3, size=len(keys)).clip(1 - pixels)).astype(np.float64)
+            if seed % 2:  # fractional areas: the order of the union's terms shows in the bits
+                area += rng.random(len(keys)) / 3
+            crowd_rows = {int(category[k]): k for k in np.flatnonzero(crowd)[::-1]}  # not the last: any one
+            tables.append(Segments(
+                ids=keys, category=category, iscrowd=crowd, area=area,
+                crowd_category=np.array(list(crowd_rows), dtype=np.int64),
+                crowd_row=np.array(list(crowd_rows.values()), dtype=np.int64),
+            ))
+        gt, pred = tables
+        rows = [np.searchsorted(np.r_[0, s.ids], ids) for ids, s in ((gt_ids, gt), (pred_ids, pred))]
+        expected = match_segments(confusion(rows[0], rows[1], len(gt.ids), len(pred.ids)), gt, pred, n_categories)
+        stats = np.full((4, n_categories), np.nan)
+        complete = _ext.speedups.pair_stats(
+            filtered_scanlines(rgb_of(gt_ids), (PAETH, UP, SUB)), 3, gt.ids,
+            filtered_scanlines(rgb_of(pred_ids), (UP, PAETH)), 3, pred.ids, width, height,
+            gt.category, gt.iscrowd, gt.area, pred.category, gt.crowd_category, gt.crowd_row, stats,
+        )
+        assert complete
+        assert np.array_equal(stats.view(np.int64), expected.view(np.int64)), seed
+
+
+@needs_ext
+def test_pair_stats_leaves_undeclared_ids_and_absent_segments_to_the_general_path():
+    ids = np.array([[1, 1, 2, 0]], dtype=np.uint32)
+    lines = filtered_scanlines(rgb_of(ids), (SUB,))
+    keys = np.array([1, 2], dtype=np.uint32)
+
+    def stats_of(gt_keys, pred_keys):
+        n = len(gt_keys)
+        return _ext.speedups.pair_stats(
+            lines, 3, gt_keys, lines, 3, pred_keys, 4, 1, np.zeros(n, np.int64), np.zeros(n, bool),
+            np.ones(n), np.zeros(len(pred_keys), np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64),
+            np.zeros((4, 1)),
+        )
+
+    assert stats_of(keys, keys)
+    assert not stats_of(keys[:1], keys)  # id 2 in the GT PNG is not declared
+    assert not stats_of(keys, np.array([1, 2, 3], dtype=np.uint32))  # declared 3 has no pixel
+    with pytest.raises(TypeError, match="wrong type or size"):
+        _ext.speedups.pair_stats(
+            lines, 3, keys, lines, 3, keys, 4, 1, np.zeros(2, np.int64), np.zeros(2, bool), np.ones(2),
+            np.array([0, 7]), np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((4, 1)),
+        )  # category 7 of 1

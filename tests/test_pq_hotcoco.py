@@ -52,6 +52,34 @@ def test_agrees_with_hotcoco_on_real_coco_images(coco16, tmp_path, seed, workers
     assert counted == ours["All"]["n"]
 
 
+def _bench_pq():
+    """benchmarks/bench_pq.py as a module (its synthetic data generator)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_pq.py"
+    spec = importlib.util.spec_from_file_location("bench_pq", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_agrees_with_hotcoco_on_the_benchmarks_many_segment_images(tmp_path, workers):
+    """The benchmark's synthetic kind (about 60 segments per image, crowd and void) at a small size."""
+    paths = _bench_pq().build_synthetic_set(tmp_path, n_images=6, height=120, width=160, seed=1)
+    ours = pq_compute(*paths, workers=workers, progress=False).to_dict()
+    reference = hotcoco_pq(*paths)
+    assert 0.1 < ours["All"]["pq"] < 0.9
+    for group in ("All", "Things", "Stuff"):
+        assert ours[group]["n"] == reference[group]["n"], group
+        for key in ("pq", "sq", "rq"):
+            assert ours[group][key] == pytest.approx(reference[group][key], abs=TOLERANCE), (group, key)
+    for category_id, theirs in reference["per_class"].items():
+        mine = ours["per_class"][str(category_id)]
+        assert (mine["tp"], mine["fp"], mine["fn"]) == (theirs["tp"], theirs["fp"], theirs["fn"]), category_id
+
+
 def test_ground_truth_against_itself_is_perfect(coco16):
     annotations = coco16 / "annotations"
     gt_json, gt_dir = annotations / "panoptic_val2017.json", annotations / "panoptic_val2017"

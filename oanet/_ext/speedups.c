@@ -3,8 +3,13 @@
  * Python inflates a PNG's IDAT stream (zlib-ng); these functions undo the PNG row filters of an 8-bit
  * RGB or RGBA non-interlaced image one line at a time, into two line buffers that stay in cache, and
  * either write each pixel's panoptic id (R + 256 G + 256^2 B) or, for a GT and a predicted image at
- * once, count the pixels of every (GT segment, predicted segment) pair without ever building an id map:
- * no image-sized buffer is allocated (fresh pages of large buffers cost more than decoding them).
+ * once, count the pixels of every (GT segment, predicted segment) pair without ever building an id map.
+ *
+ * Label maps are runs of equal pixels, and their filtered lines are mostly zero residuals: a line is
+ * reconstructed from the places where something happens (a nonzero residual, found 64 bytes at a time,
+ * or for Paeth a place where the line above changes) with the spans between them copied, and it comes
+ * out as its list of runs. A Up or Paeth line with no nonzero residual repeats the line above and costs
+ * one scan. Counting merges the runs of the two images, so it costs per run, not per pixel.
  * Python checks the PNG header and leaves every other format to pyspng/Pillow. Buffers come in through
  * the buffer protocol, so no numpy headers are needed to build this; the GIL is released in the loops.
  */
@@ -13,82 +18,18 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
 
 enum { FILTER_NONE, FILTER_SUB, FILTER_UP, FILTER_AVERAGE, FILTER_PAETH };
 
-/* Pixels that the fast paths below test and copy at once; runs in label maps are mostly longer. */
-#define BLOCK 8
-static const uint8_t zeros[BLOCK * 4];
-
 static inline int paeth_predictor(int a, int b, int c)
 {
-    /* PNG spec 9.4: the neighbour (left a, up b, up-left c) closest to a + b - c, ties in that order.
-     * Written with selects, not branches: on label maps the winner changes unpredictably. */
+    /* PNG spec 9.4: the neighbour (left a, up b, up-left c) closest to a + b - c, ties in that order. */
     int pa = abs(b - c), pb = abs(a - c), pc = abs(a + b - 2 * c);
     int b_or_c = pb <= pc ? b : c;
     return pa <= (pb <= pc ? pb : pc) ? a : b_or_c;
-}
-
-/* Reconstructs one scanline: cur = filtered bytes + prediction from the left pixel and `prev` (the
- * previous reconstructed line, zeros above the first). Returns 0, or -1 for an unknown filter type.
- * `bpp` is a constant at each call site (3 or 4), so the channel loops unroll and the left pixel stays
- * in registers: Sub, Average and Paeth chain each byte to its left neighbour, and reading that back from
- * memory would cost a store-to-load round trip per byte. */
-static inline int unfilter_line(uint8_t *cur, const uint8_t *prev, const uint8_t *filtered, Py_ssize_t n,
-                                const int bpp, int filter)
-{
-    Py_ssize_t i;
-    int k, left[4] = {0, 0, 0, 0};
-    switch (filter) {
-    case FILTER_NONE:
-        memcpy(cur, filtered, (size_t)n);
-        break;
-    case FILTER_UP: /* no chain: vectorised by the compiler */
-        for (i = 0; i < n; i++)
-            cur[i] = (uint8_t)(filtered[i] + prev[i]);
-        break;
-    case FILTER_SUB:
-        for (i = 0; i < n; i += bpp)
-            for (k = 0; k < bpp; k++)
-                cur[i + k] = (uint8_t)(left[k] = (uint8_t)(filtered[i + k] + left[k]));
-        break;
-    case FILTER_AVERAGE:
-        for (i = 0; i < n; i += bpp)
-            for (k = 0; k < bpp; k++)
-                cur[i + k] = (uint8_t)(left[k] = (uint8_t)(filtered[i + k] + ((left[k] + prev[i + k]) >> 1)));
-        break;
-    case FILTER_PAETH:
-        for (k = 0; k < bpp; k++) /* the first pixel has no left neighbours (a = c = 0): it predicts up */
-            cur[k] = (uint8_t)(left[k] = (uint8_t)(filtered[k] + prev[k]));
-        for (i = bpp; i < n;) {
-            if (i + BLOCK * bpp <= n && memcmp(filtered + i, zeros, BLOCK * bpp) == 0 &&
-                memcmp(prev + i, prev + i - bpp, BLOCK * bpp) == 0) {
-                /* Inside a segment of a label map, most pixels: the line above repeats its pixels
-                 * (up == up-left, so Paeth predicts the left pixel) and the residuals are 0, so the
-                 * BLOCK pixels repeat the left one (and `left` stays what it is). */
-                for (Py_ssize_t j = 0; j < BLOCK * bpp; j += bpp)
-                    for (k = 0; k < bpp; k++)
-                        cur[i + j + k] = (uint8_t)left[k];
-                i += BLOCK * bpp;
-                continue;
-            }
-            if (memcmp(prev + i, prev + i - bpp, (size_t)bpp) == 0) {
-                /* up == up-left: |p - a| = |b - c| = 0, the prediction is the left pixel. Taking this
-                 * branch, rather than the selects below, keeps the chain from pixel to pixel one add long. */
-                for (k = 0; k < bpp; k++)
-                    cur[i + k] = (uint8_t)(left[k] = (uint8_t)(filtered[i + k] + left[k]));
-            } else {
-                for (k = 0; k < bpp; k++)
-                    cur[i + k] = (uint8_t)(left[k] = (uint8_t)(filtered[i + k] +
-                                                               paeth_predictor(left[k], prev[i + k], prev[i + k - bpp])));
-            }
-            i += bpp;
-        }
-        break;
-    default:
-        return -1;
-    }
-    return 0;
 }
 
 static inline uint32_t pixel_id(const uint8_t *p)
@@ -96,74 +37,255 @@ static inline uint32_t pixel_id(const uint8_t *p)
     return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16);
 }
 
-/* An image's scanlines, reconstructed one line at a time into two buffers that stay in cache. */
+/* Index of the first nonzero byte of p[i..n), or n. Residuals of label maps are mostly zero: this scan,
+ * 64 bytes a step, is what finds the few pixels a line's reconstruction has to compute. */
+static inline Py_ssize_t next_nonzero(const uint8_t *p, Py_ssize_t i, Py_ssize_t n)
+{
+#ifdef __SSE2__
+    const __m128i zero = _mm_setzero_si128();
+    for (; i + 64 <= n; i += 64) {
+        __m128i any = _mm_or_si128(_mm_or_si128(_mm_loadu_si128((const __m128i *)(p + i)),
+                                                _mm_loadu_si128((const __m128i *)(p + i + 16))),
+                                   _mm_or_si128(_mm_loadu_si128((const __m128i *)(p + i + 32)),
+                                                _mm_loadu_si128((const __m128i *)(p + i + 48))));
+        if (_mm_movemask_epi8(_mm_cmpeq_epi8(any, zero)) != 0xFFFF)
+            break;
+    }
+#endif
+    for (; i + 16 <= n; i += 16) {
+        uint64_t a, b;
+        memcpy(&a, p + i, 8);
+        memcpy(&b, p + i + 8, 8);
+        if (a | b)
+            break;
+    }
+    for (; i < n; i++)
+        if (p[i])
+            return i;
+    return n;
+}
+
+/* An image's scanlines, reconstructed one line at a time into two buffers that stay in cache, with the
+ * runs of each line: the x where a pixel differs from its left neighbour (0 first, then `width` as an
+ * end mark). Runs are what the counting works on, and they tell the reconstruction of the next line
+ * where the line above changes: between those places and the nonzero residuals, a line of a label map
+ * only repeats a pixel (Sub, Paeth) or the line above (Up). */
 typedef struct {
     const uint8_t *data; /* inflated: per line a filter byte and width * bpp bytes */
     Py_ssize_t width, height, stride, y;
     int bpp;
-    uint8_t *prev, *cur; /* the last two reconstructed lines (prev: zeros above the first line) */
+    uint8_t *prev, *cur;           /* the last two reconstructed lines (prev: zeros above the first line) */
+    Py_ssize_t *prev_starts, *cur_starts; /* their run starts, each ended by `width` */
+    Py_ssize_t n_prev, n_cur;      /* their numbers of runs */
 } Lines;
 
 static int lines_open(Lines *lines, const uint8_t *data, Py_ssize_t width, Py_ssize_t height, int bpp)
 {
     Py_ssize_t stride = width * bpp;
     uint8_t *buffers = calloc(2, (size_t)stride);
+    Py_ssize_t *starts = malloc(2 * (size_t)(width + 1) * sizeof(Py_ssize_t));
+    if (!buffers || !starts) {
+        free(buffers);
+        free(starts);
+        return -1;
+    }
     *lines = (Lines){.data = data, .width = width, .height = height, .stride = stride, .bpp = bpp,
-                     .prev = buffers, .cur = buffers ? buffers + stride : NULL};
-    return buffers ? 0 : -1;
+                     .prev = buffers, .cur = buffers + stride, .prev_starts = starts,
+                     .cur_starts = starts + width + 1, .n_prev = 1, .n_cur = 1};
+    /* Both lines start as the zeros above the first line (one run): the first lines_next makes cur prev. */
+    starts[0] = lines->cur_starts[0] = 0;
+    starts[1] = lines->cur_starts[1] = width;
+    return 0;
 }
 
 static void lines_close(Lines *lines)
 {
     free(lines->prev < lines->cur ? lines->prev : lines->cur);
+    free(lines->prev_starts < lines->cur_starts ? lines->prev_starts : lines->cur_starts);
 }
 
-/* Reconstructs the next line into lines->cur. Returns 1 if it equals the line before, 0 if not (or it is
+static inline int pixels_differ(const uint8_t *a, const uint8_t *b, const int bpp)
+{
+    return memcmp(a, b, (size_t)bpp) != 0;
+}
+
+/* cur[x..end) = copies of pixel x - 1: a pattern of PATTERN_PIXELS pixels, copied in constant-size steps. */
+#define PATTERN_PIXELS 16
+static inline void repeat_left(uint8_t *cur, Py_ssize_t x, Py_ssize_t end, const int bpp)
+{
+    uint8_t *dst = cur + x * bpp, *stop = cur + end * bpp;
+    if (end - x <= 4) {
+        for (; dst < stop; dst++)
+            *dst = dst[-bpp];
+        return;
+    }
+    uint8_t pattern[PATTERN_PIXELS * 4];
+    for (int k = 0; k < PATTERN_PIXELS * bpp; k++)
+        pattern[k] = dst[k % bpp - bpp];
+    for (; dst + PATTERN_PIXELS * bpp <= stop; dst += PATTERN_PIXELS * bpp)
+        memcpy(dst, pattern, PATTERN_PIXELS * bpp);
+    memcpy(dst, pattern, (size_t)(stop - dst));
+}
+
+/* Sub and Paeth lines. Where the residual is zero, Sub predicts the left pixel; so does Paeth where the
+ * line above repeats its own left pixel (up == up-left). So between the nonzero residuals (and, for
+ * Paeth, the run starts of the line above) a line only repeats its left pixel: those spans are filled,
+ * and only the pixels at these places are computed byte by byte. Returns the number of runs. */
+static inline Py_ssize_t decode_left_predicted(Lines *lines, const uint8_t *filtered, Py_ssize_t nonzero, int paeth,
+                                                const int bpp)
+{
+    uint8_t *cur = lines->cur;
+    const uint8_t *prev = lines->prev;
+    const Py_ssize_t *above = lines->prev_starts;
+    Py_ssize_t *starts = lines->cur_starts, width = lines->width, n = lines->stride;
+    Py_ssize_t x = 0, runs = 0, a = 0;
+    int k;
+    while (x < width) {
+        if (nonzero < x * bpp)
+            nonzero = next_nonzero(filtered, x * bpp, n);
+        Py_ssize_t event = x == 0 ? 0 : nonzero / bpp; /* the first pixel has no left one to repeat */
+        if (paeth) {
+            while (above[a] < x)
+                a++;
+            if (above[a] < event)
+                event = above[a];
+        }
+        if (paeth && event > x && !pixels_differ(prev + x * bpp, cur + (x - 1) * bpp, bpp))
+            memcpy(cur + x * bpp, prev + x * bpp, (size_t)((event - x) * bpp)); /* the line above continues */
+        else
+            repeat_left(cur, x, event, bpp);
+        if (event >= width)
+            break;
+        uint8_t *p = cur + event * bpp;
+        const uint8_t *f = filtered + event * bpp, *up = prev + event * bpp;
+        if (event == 0) { /* Paeth predicts the pixel above (left and up-left are 0), Sub predicts 0 */
+            for (k = 0; k < bpp; k++)
+                p[k] = (uint8_t)(f[k] + (paeth ? up[k] : 0));
+        } else if (paeth) {
+            for (k = 0; k < bpp; k++)
+                p[k] = (uint8_t)(f[k] + paeth_predictor(p[k - bpp], up[k], up[k - bpp]));
+        } else {
+            for (k = 0; k < bpp; k++)
+                p[k] = (uint8_t)(f[k] + p[k - bpp]);
+        }
+        if (event == 0 || pixels_differ(p, p - bpp, bpp))
+            starts[runs++] = event;
+        x = event + 1;
+    }
+    return runs;
+}
+
+/* Up lines: where the residual is zero the line above is copied, and with it its run starts. */
+static inline Py_ssize_t decode_up(Lines *lines, const uint8_t *filtered, Py_ssize_t nonzero, const int bpp)
+{
+    uint8_t *cur = lines->cur;
+    const uint8_t *prev = lines->prev;
+    const Py_ssize_t *above = lines->prev_starts;
+    Py_ssize_t *starts = lines->cur_starts, width = lines->width, n = lines->stride;
+    Py_ssize_t x = 0, runs = 0, a = 0;
+    while (x < width) {
+        if (nonzero < x * bpp)
+            nonzero = next_nonzero(filtered, x * bpp, n);
+        Py_ssize_t event = nonzero / bpp;
+        if (event > x) {
+            memcpy(cur + x * bpp, prev + x * bpp, (size_t)((event - x) * bpp));
+            if (x == 0 || pixels_differ(cur + x * bpp, cur + (x - 1) * bpp, bpp))
+                starts[runs++] = x;
+            while (above[a] <= x)
+                a++;
+            while (above[a] < event)
+                starts[runs++] = above[a++];
+        }
+        if (event >= width)
+            break;
+        uint8_t *p = cur + event * bpp;
+        for (int k = 0; k < bpp; k++)
+            p[k] = (uint8_t)(filtered[event * bpp + k] + prev[event * bpp + k]);
+        if (event == 0 || pixels_differ(p, p - bpp, bpp))
+            starts[runs++] = event;
+        x = event + 1;
+    }
+    return runs;
+}
+
+/* None and Average lines (rare in label maps): every byte, then the runs by comparing pixels. */
+static inline Py_ssize_t decode_any(Lines *lines, const uint8_t *filtered, int filter, const int bpp)
+{
+    uint8_t *cur = lines->cur;
+    const uint8_t *prev = lines->prev;
+    Py_ssize_t *starts = lines->cur_starts, width = lines->width, n = lines->stride, i, runs = 1;
+    int k;
+    if (filter == FILTER_NONE) {
+        memcpy(cur, filtered, (size_t)n);
+    } else {
+        for (k = 0; k < bpp; k++)
+            cur[k] = (uint8_t)(filtered[k] + (prev[k] >> 1));
+        for (i = bpp; i < n; i++)
+            cur[i] = (uint8_t)(filtered[i] + ((cur[i - bpp] + prev[i]) >> 1));
+    }
+    starts[0] = 0;
+    for (i = 1; i < width; i++)
+        if (pixels_differ(cur + i * bpp, cur + (i - 1) * bpp, bpp))
+            starts[runs++] = i;
+    return runs;
+}
+
+/* Reconstructs the next line into lines->cur, with its runs. Returns 1 if it equals the line before (a Up
+ * or Paeth line whose residuals are all zero: nothing is computed, the buffers stay), 0 if not (or it is
  * the first line), -1 for an invalid filter byte (lines->y is then that line). */
 static int lines_next(Lines *lines)
 {
+    const uint8_t *line = lines->data + lines->y * (lines->stride + 1);
+    const uint8_t *filtered = line + 1;
+    int filter = line[0], bpp = lines->bpp;
+    Py_ssize_t runs;
+    if (filter > FILTER_PAETH)
+        return -1;
+    Py_ssize_t nonzero = next_nonzero(filtered, 0, lines->stride);
+    if (lines->y > 0 && (filter == FILTER_UP || filter == FILTER_PAETH) && nonzero == lines->stride) {
+        lines->y++;
+        return 1;
+    }
     uint8_t *swap = lines->prev;
     lines->prev = lines->cur;
     lines->cur = swap;
-    const uint8_t *line = lines->data + lines->y * (lines->stride + 1);
-    int status = lines->bpp == 3 ? unfilter_line(lines->cur, lines->prev, line + 1, lines->stride, 3, line[0])
-                                 : unfilter_line(lines->cur, lines->prev, line + 1, lines->stride, 4, line[0]);
-    if (status < 0)
-        return -1;
-    return lines->y++ > 0 && memcmp(lines->cur, lines->prev, (size_t)lines->stride) == 0;
+    Py_ssize_t *swap_starts = lines->prev_starts, n_prev = lines->n_cur;
+    lines->prev_starts = lines->cur_starts;
+    lines->cur_starts = swap_starts;
+    lines->n_prev = n_prev;
+    /* bpp is a constant in each call: the byte loops unroll for RGB and RGBA. */
+    if (filter == FILTER_SUB || filter == FILTER_PAETH)
+        runs = bpp == 3 ? decode_left_predicted(lines, filtered, nonzero, filter == FILTER_PAETH, 3)
+                        : decode_left_predicted(lines, filtered, nonzero, filter == FILTER_PAETH, 4);
+    else if (filter == FILTER_UP)
+        runs = bpp == 3 ? decode_up(lines, filtered, nonzero, 3) : decode_up(lines, filtered, nonzero, 4);
+    else
+        runs = bpp == 3 ? decode_any(lines, filtered, filter, 3) : decode_any(lines, filtered, filter, 4);
+    lines->cur_starts[runs] = lines->width;
+    lines->n_cur = runs;
+    lines->y++;
+    return 0;
 }
 
-/* Whether the BLOCK pixels from x on all equal pixel x - 1: then every byte equals the one a pixel to
- * its left, which one memcmp tells. */
-static inline int block_repeats_left(const uint8_t *line, Py_ssize_t x, Py_ssize_t width, const int bpp)
-{
-    return x > 0 && x + BLOCK <= width && memcmp(line + x * bpp, line + (x - 1) * bpp, BLOCK * bpp) == 0;
-}
-
-/* Ids of one reconstructed line. */
-static inline void line_ids(const uint8_t *line, Py_ssize_t width, const int bpp, uint32_t *ids)
-{
-    for (Py_ssize_t x = 0, j; x < width;) {
-        if (block_repeats_left(line, x, width, bpp)) {
-            for (j = 0; j < BLOCK; j++)
-                ids[x + j] = ids[x - 1];
-            x += BLOCK;
-        } else {
-            ids[x] = pixel_id(line + x * bpp);
-            x++;
-        }
-    }
-}
-
-/* Segment id -> row: 0 for VOID, 1 + the position in the declared ids (ascending) otherwise. The last
- * answer is kept: neighbouring pixels mostly share their id, so few lookups search. */
+/* Segment id -> row: 0 for VOID, 1 + the position in the declared ids (ascending) otherwise. Recent
+ * answers are kept in a small direct-mapped cache: runs alternate between a few ids (A B A ...), and lines
+ * below each other mostly share them, so few lookups search. */
+#define CACHE_BITS 8
 typedef struct {
     const uint32_t *keys;
     Py_ssize_t n_keys;
-    uint32_t last_id; /* starts at 0 (VOID), whose row is 0 */
-    uint16_t last_row;
+    uint32_t cached_id[1 << CACHE_BITS]; /* 0xFFFFFFFF: empty (no PNG id is that large) */
+    uint16_t cached_row[1 << CACHE_BITS];
     int undeclared; /* an id not in keys was seen */
 } RowLookup;
+
+static void lookup_init(RowLookup *lookup, const uint32_t *keys, Py_ssize_t n_keys)
+{
+    lookup->keys = keys;
+    lookup->n_keys = n_keys;
+    lookup->undeclared = 0;
+    memset(lookup->cached_id, 0xFF, sizeof(lookup->cached_id));
+}
 
 static uint16_t search_row(RowLookup *lookup, uint32_t id)
 {
@@ -183,14 +305,21 @@ static uint16_t search_row(RowLookup *lookup, uint32_t id)
     return 0;
 }
 
-static inline uint16_t row_of(RowLookup *lookup, const uint8_t *pixel)
+static inline uint16_t row_of(RowLookup *lookup, uint32_t id)
 {
-    uint32_t id = pixel_id(pixel);
-    if (id != lookup->last_id) {
-        lookup->last_id = id;
-        lookup->last_row = search_row(lookup, id);
+    unsigned slot = (id * 2654435761u) >> (32 - CACHE_BITS); /* Fibonacci hashing */
+    if (lookup->cached_id[slot] != id) {
+        lookup->cached_id[slot] = id;
+        lookup->cached_row[slot] = search_row(lookup, id);
     }
-    return lookup->last_row;
+    return lookup->cached_row[slot];
+}
+
+/* The row of each run of the current line into rows. */
+static void run_rows(const Lines *lines, RowLookup *lookup, uint16_t *rows)
+{
+    for (Py_ssize_t i = 0; i < lines->n_cur; i++)
+        rows[i] = row_of(lookup, pixel_id(lines->cur + lines->cur_starts[i] * lines->bpp));
 }
 
 /* A run of pixels with one (GT row, predicted row) pair along a line. */
@@ -199,24 +328,18 @@ typedef struct {
     Py_ssize_t length;
 } Run;
 
-/* The runs of one pair of reconstructed lines into `runs` (room for width); returns how many. */
-static inline Py_ssize_t line_runs(const uint8_t *gt_line, const uint8_t *pred_line, Py_ssize_t width,
-                                   const int gt_bpp, const int pred_bpp, RowLookup *gt, RowLookup *pred,
-                                   Run *runs)
+/* The (GT row, predicted row) runs of a pair of lines, from the runs of each: a merge of two sorted lists. */
+static Py_ssize_t pair_runs(const Lines *gt, const uint16_t *gt_rows, const Lines *pred, const uint16_t *pred_rows,
+                            Run *runs)
 {
-    Py_ssize_t n = 0;
-    for (Py_ssize_t x = 0; x < width;) {
-        if (block_repeats_left(gt_line, x, width, gt_bpp) && block_repeats_left(pred_line, x, width, pred_bpp)) {
-            runs[n - 1].length += BLOCK; /* x > 0, so a run is open */
-            x += BLOCK;
-            continue;
-        }
-        uint16_t g = row_of(gt, gt_line + x * gt_bpp), p = row_of(pred, pred_line + x * pred_bpp);
-        if (n > 0 && runs[n - 1].gt == g && runs[n - 1].pred == p)
-            runs[n - 1].length++;
-        else
-            runs[n++] = (Run){g, p, 1};
-        x++;
+    const Py_ssize_t *g = gt->cur_starts, *p = pred->cur_starts;
+    Py_ssize_t i = 0, j = 0, x = 0, n = 0;
+    while (x < gt->width) {
+        Py_ssize_t g_end = g[i + 1], p_end = p[j + 1], end = g_end < p_end ? g_end : p_end;
+        runs[n++] = (Run){gt_rows[i], pred_rows[j], end - x};
+        x = end;
+        i += g_end == end;
+        j += p_end == end;
     }
     return n;
 }
@@ -235,13 +358,18 @@ static int count_pairs(Lines *gt_lines, Lines *pred_lines, RowLookup *gt, RowLoo
 {
     Py_ssize_t width = gt_lines->width, n_runs = 0, times = 0, y;
     Run *runs = malloc((size_t)width * sizeof(Run));
-    if (!runs)
+    uint16_t *rows = malloc(2 * (size_t)width * sizeof(uint16_t)), *gt_rows = rows, *pred_rows = rows + width;
+    if (!runs || !rows) {
+        free(runs);
+        free(rows);
         return -2;
+    }
     for (y = 0; y < gt_lines->height && !gt->undeclared && !pred->undeclared; y++) {
         int gt_same = lines_next(gt_lines), pred_same = lines_next(pred_lines);
         if (gt_same < 0 || pred_same < 0) {
             *bad = gt_same < 0 ? 0 : 1;
             free(runs);
+            free(rows);
             return -1;
         }
         if (gt_same && pred_same) {
@@ -249,15 +377,16 @@ static int count_pairs(Lines *gt_lines, Lines *pred_lines, RowLookup *gt, RowLoo
             continue;
         }
         add_runs(runs, n_runs, times, counts, n_columns);
-        if (gt_lines->bpp == 3 && pred_lines->bpp == 3) /* constants: the usual case, compiled for RGB */
-            n_runs = line_runs(gt_lines->cur, pred_lines->cur, width, 3, 3, gt, pred, runs);
-        else
-            n_runs = line_runs(gt_lines->cur, pred_lines->cur, width, gt_lines->bpp, pred_lines->bpp, gt, pred,
-                               runs);
+        if (!gt_same)
+            run_rows(gt_lines, gt, gt_rows);
+        if (!pred_same)
+            run_rows(pred_lines, pred, pred_rows);
+        n_runs = pair_runs(gt_lines, gt_rows, pred_lines, pred_rows, runs);
         times = 1;
     }
     add_runs(runs, n_runs, times, counts, n_columns);
     free(runs);
+    free(rows);
     return 0;
 }
 
@@ -318,10 +447,12 @@ static PyObject *scanlines_to_ids(PyObject *self, PyObject *args)
         status = lines_next(&lines);
         if (status == 1) /* same line as above: same ids */
             memcpy(ids + y * width, ids + (y - 1) * width, (size_t)width * sizeof(uint32_t));
-        else if (status == 0 && channels == 3)
-            line_ids(lines.cur, width, 3, ids + y * width);
         else if (status == 0)
-            line_ids(lines.cur, width, 4, ids + y * width);
+            for (Py_ssize_t i = 0; i < lines.n_cur; i++) {
+                uint32_t id = pixel_id(lines.cur + lines.cur_starts[i] * channels);
+                for (Py_ssize_t x = lines.cur_starts[i]; x < lines.cur_starts[i + 1]; x++)
+                    ids[y * width + x] = id;
+            }
     }
     Py_END_ALLOW_THREADS
     if (status < 0)
@@ -333,6 +464,43 @@ done:
     if (PyErr_Occurred())
         return NULL;
     Py_RETURN_NONE;
+}
+
+/* Counts the (GT row, predicted row) pairs of two images into `counts` (zeroed, (1 + gt keys) x (1 + pred
+ * keys)), without the GIL. Returns 0, or -1 with an exception set. */
+static int count_images(Py_buffer *gt_data, int gt_channels, RowLookup *gt, Py_buffer *pred_data, int pred_channels,
+                        RowLookup *pred, Py_ssize_t width, Py_ssize_t height, int64_t *counts)
+{
+    Lines gt_lines, pred_lines;
+    int status, bad = 0;
+    if (check_scanlines(0, gt_data, width, height, gt_channels) < 0 ||
+        check_scanlines(1, pred_data, width, height, pred_channels) < 0)
+        return -1;
+    if (lines_open(&gt_lines, gt_data->buf, width, height, gt_channels) < 0) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    if (lines_open(&pred_lines, pred_data->buf, width, height, pred_channels) < 0) {
+        lines_close(&gt_lines);
+        PyErr_NoMemory();
+        return -1;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    status = count_pairs(&gt_lines, &pred_lines, gt, pred, counts, pred->n_keys + 1, &bad);
+    Py_END_ALLOW_THREADS
+    if (status == -1)
+        set_filter_error(bad, bad ? &pred_lines : &gt_lines);
+    else if (status == -2)
+        PyErr_NoMemory();
+    lines_close(&gt_lines);
+    lines_close(&pred_lines);
+    return status < 0 ? -1 : 0;
+}
+
+/* Whether a buffer holds n items of `size` bytes. */
+static int holds(const Py_buffer *buffer, Py_ssize_t n, Py_ssize_t size)
+{
+    return buffer->len == n * size;
 }
 
 PyDoc_STRVAR(pair_counts_doc,
@@ -349,40 +517,18 @@ static PyObject *pair_counts(PyObject *self, PyObject *args)
 {
     Py_buffer gt_data, gt_keys, pred_data, pred_keys, counts;
     Py_ssize_t width, height;
-    int gt_channels, pred_channels, status = 0, bad = 0;
-    Lines gt_lines, pred_lines;
+    int gt_channels, pred_channels;
+    RowLookup gt, pred;
     if (!PyArg_ParseTuple(args, "y*iy*y*iy*nnw*", &gt_data, &gt_channels, &gt_keys, &pred_data, &pred_channels,
                           &pred_keys, &width, &height, &counts))
         return NULL;
-    RowLookup gt = {.keys = gt_keys.buf, .n_keys = gt_keys.len / (Py_ssize_t)sizeof(uint32_t)};
-    RowLookup pred = {.keys = pred_keys.buf, .n_keys = pred_keys.len / (Py_ssize_t)sizeof(uint32_t)};
-    if (check_scanlines(0, &gt_data, width, height, gt_channels) < 0 ||
-        check_scanlines(1, &pred_data, width, height, pred_channels) < 0)
-        goto done;
+    lookup_init(&gt, gt_keys.buf, gt_keys.len / (Py_ssize_t)sizeof(uint32_t));
+    lookup_init(&pred, pred_keys.buf, pred_keys.len / (Py_ssize_t)sizeof(uint32_t));
     if (gt_keys.len % sizeof(uint32_t) || pred_keys.len % sizeof(uint32_t) || gt.n_keys >= 0xFFFF ||
-        pred.n_keys >= 0xFFFF || counts.len != (gt.n_keys + 1) * (pred.n_keys + 1) * (Py_ssize_t)sizeof(int64_t)) {
+        pred.n_keys >= 0xFFFF || !holds(&counts, (gt.n_keys + 1) * (pred.n_keys + 1), sizeof(int64_t)))
         PyErr_SetString(PyExc_TypeError, "pair_counts: ids must be uint32 (< 65535 of them), counts int64 of their shape");
-        goto done;
-    }
-    if (lines_open(&gt_lines, gt_data.buf, width, height, gt_channels) < 0) {
-        PyErr_NoMemory();
-        goto done;
-    }
-    if (lines_open(&pred_lines, pred_data.buf, width, height, pred_channels) < 0) {
-        lines_close(&gt_lines);
-        PyErr_NoMemory();
-        goto done;
-    }
-    Py_BEGIN_ALLOW_THREADS
-    status = count_pairs(&gt_lines, &pred_lines, &gt, &pred, counts.buf, pred.n_keys + 1, &bad);
-    Py_END_ALLOW_THREADS
-    if (status == -1)
-        set_filter_error(bad, bad ? &pred_lines : &gt_lines);
-    else if (status == -2)
-        PyErr_NoMemory();
-    lines_close(&gt_lines);
-    lines_close(&pred_lines);
-done:
+    else
+        count_images(&gt_data, gt_channels, &gt, &pred_data, pred_channels, &pred, width, height, counts.buf);
     PyBuffer_Release(&gt_data);
     PyBuffer_Release(&gt_keys);
     PyBuffer_Release(&pred_data);
@@ -393,9 +539,172 @@ done:
     return PyBool_FromLong(!gt.undeclared && !pred.undeclared);
 }
 
+enum { STAT_IOU, STAT_TP, STAT_FP, STAT_FN };
+
+/* The declared segments of one image, as pq.py's Segments holds them. */
+typedef struct {
+    Py_ssize_t n;
+    const int64_t *category; /* index into the categories */
+    const uint8_t *iscrowd;  /* GT only */
+    const double *area;      /* GT only: the JSON's area */
+} SegmentTable;
+
+/* Per-category (IoU sum, TP, FP, FN) of one image into stats (4 x n_categories), from its confusion counts,
+ * as match_segments in pq.py computes them, operation for operation, so the float sums are the same bits:
+ * matches add their IoU in row-major order, the union is ((pred + gt) - intersection) - pred on void.
+ * Returns 0; 1 where a declared segment has no pixel (the caller's general path words that error); -1 out
+ * of memory. */
+static int match_counts(const int64_t *counts, const SegmentTable *gt, const SegmentTable *pred,
+                        const int64_t *crowd_row_of_category, Py_ssize_t n_categories, double *stats)
+{
+    Py_ssize_t columns = pred->n + 1, i, j;
+    int64_t *pred_area = calloc((size_t)columns, sizeof(int64_t));
+    uint8_t *pred_matched = calloc((size_t)columns, 1);
+    int status = 0;
+    if (!pred_area || !pred_matched) {
+        status = -1;
+        goto done;
+    }
+    for (i = 0; i <= gt->n; i++) {
+        int64_t gt_pixels = 0;
+        for (j = 0; j < columns; j++) {
+            pred_area[j] += counts[i * columns + j];
+            gt_pixels += counts[i * columns + j];
+        }
+        if (i > 0 && gt_pixels <= 0)
+            status = 1;
+    }
+    for (j = 1; j < columns; j++)
+        if (pred_area[j] <= 0)
+            status = 1;
+    if (status)
+        goto done;
+    memset(stats, 0, 4 * (size_t)n_categories * sizeof(double));
+    for (i = 0; i < gt->n; i++) {
+        const int64_t *row = counts + (i + 1) * columns + 1;
+        int64_t category = gt->category[i];
+        int matched = 0;
+        if (gt->iscrowd[i])
+            continue;
+        for (j = 0; j < pred->n; j++) {
+            if (row[j] <= 0 || pred->category[j] != category)
+                continue;
+            double intersection = (double)row[j];
+            double union_ = (double)pred_area[j + 1] + gt->area[i] - intersection - (double)counts[j + 1];
+            double iou = intersection / union_;
+            if (iou > 0.5) {
+                stats[STAT_IOU * n_categories + category] += iou;
+                stats[STAT_TP * n_categories + category] += 1;
+                pred_matched[j] = matched = 1;
+            }
+        }
+        if (!matched)
+            stats[STAT_FN * n_categories + category] += 1;
+    }
+    for (j = 0; j < pred->n; j++) {
+        int64_t category = pred->category[j], crowd_row = crowd_row_of_category[category];
+        if (pred_matched[j])
+            continue;
+        /* Ignored when more than half of it lies on GT void and its category's crowd region. */
+        int64_t on_void_or_crowd = counts[j + 1] + (crowd_row >= 0 ? counts[(crowd_row + 1) * columns + j + 1] : 0);
+        if (!((double)on_void_or_crowd / (double)pred_area[j + 1] > 0.5))
+            stats[STAT_FP * n_categories + category] += 1;
+    }
+done:
+    free(pred_area);
+    free(pred_matched);
+    return status;
+}
+
+PyDoc_STRVAR(pair_stats_doc,
+"pair_stats(gt_data, gt_channels, gt_ids, pred_data, pred_channels, pred_ids, width, height,\n"
+"           gt_category, gt_iscrowd, gt_area, pred_category, crowd_category, crowd_row, stats) -> bool\n"
+"--\n\n"
+"PQ statistics of one image: pair_counts, then the matching of pq.match_segments, into `stats` (float64,\n"
+"4 x number of categories: IoU sum, TP, FP, FN). Categories are int64 indices, gt_iscrowd bool, gt_area\n"
+"float64 (the JSON's areas), crowd_category/crowd_row (int64) each category's crowd region (a GT row).\n"
+"Returns False, with `stats` unusable, where an image has an id it does not declare or a declared\n"
+"segment has no pixel. ValueError(0 or 1, message) as pair_counts.");
+
+static PyObject *pair_stats(PyObject *self, PyObject *args)
+{
+    Py_buffer gt_data, gt_keys, pred_data, pred_keys, gt_category, gt_crowd, gt_area, pred_category, crowd_category,
+        crowd_row, stats;
+    Py_ssize_t width, height, n_categories = 0, i;
+    int gt_channels, pred_channels, status = -1;
+    RowLookup gt, pred;
+    int64_t *counts = NULL, *crowd_row_of_category = NULL;
+    if (!PyArg_ParseTuple(args, "y*iy*y*iy*nny*y*y*y*y*y*w*", &gt_data, &gt_channels, &gt_keys, &pred_data,
+                          &pred_channels, &pred_keys, &width, &height, &gt_category, &gt_crowd, &gt_area,
+                          &pred_category, &crowd_category, &crowd_row, &stats))
+        return NULL;
+    lookup_init(&gt, gt_keys.buf, gt_keys.len / (Py_ssize_t)sizeof(uint32_t));
+    lookup_init(&pred, pred_keys.buf, pred_keys.len / (Py_ssize_t)sizeof(uint32_t));
+    n_categories = stats.len / (4 * (Py_ssize_t)sizeof(double));
+    SegmentTable gt_table = {gt.n_keys, gt_category.buf, gt_crowd.buf, gt_area.buf};
+    SegmentTable pred_table = {pred.n_keys, pred_category.buf, NULL, NULL};
+    Py_ssize_t n_crowd = crowd_category.len / (Py_ssize_t)sizeof(int64_t);
+    int shapes_ok = gt_keys.len % sizeof(uint32_t) == 0 && pred_keys.len % sizeof(uint32_t) == 0 &&
+                    gt.n_keys < 0xFFFF && pred.n_keys < 0xFFFF && n_categories > 0 &&
+                    holds(&stats, 4 * n_categories, sizeof(double)) && holds(&gt_category, gt.n_keys, 8) &&
+                    holds(&gt_crowd, gt.n_keys, 1) && holds(&gt_area, gt.n_keys, 8) &&
+                    holds(&pred_category, pred.n_keys, 8) && holds(&crowd_category, n_crowd, 8) &&
+                    holds(&crowd_row, n_crowd, 8);
+    for (i = 0; shapes_ok && i < gt.n_keys; i++)
+        shapes_ok = gt_table.category[i] >= 0 && gt_table.category[i] < n_categories;
+    for (i = 0; shapes_ok && i < pred.n_keys; i++)
+        shapes_ok = pred_table.category[i] >= 0 && pred_table.category[i] < n_categories;
+    for (i = 0; shapes_ok && i < n_crowd; i++)
+        shapes_ok = ((int64_t *)crowd_category.buf)[i] >= 0 && ((int64_t *)crowd_category.buf)[i] < n_categories &&
+                    ((int64_t *)crowd_row.buf)[i] >= 0 && ((int64_t *)crowd_row.buf)[i] < gt.n_keys;
+    if (!shapes_ok) {
+        PyErr_SetString(PyExc_TypeError, "pair_stats: arrays of the wrong type or size, or indices out of range");
+        goto done;
+    }
+    counts = calloc((size_t)((gt.n_keys + 1) * (pred.n_keys + 1)), sizeof(int64_t));
+    crowd_row_of_category = malloc((size_t)n_categories * sizeof(int64_t));
+    if (!counts || !crowd_row_of_category) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (i = 0; i < n_categories; i++)
+        crowd_row_of_category[i] = -1;
+    for (i = 0; i < n_crowd; i++)
+        crowd_row_of_category[((int64_t *)crowd_category.buf)[i]] = ((int64_t *)crowd_row.buf)[i];
+    if (count_images(&gt_data, gt_channels, &gt, &pred_data, pred_channels, &pred, width, height, counts) < 0)
+        goto done;
+    if (gt.undeclared || pred.undeclared) {
+        status = 1;
+        goto done;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    status = match_counts(counts, &gt_table, &pred_table, crowd_row_of_category, n_categories, stats.buf);
+    Py_END_ALLOW_THREADS
+    if (status < 0)
+        PyErr_NoMemory();
+done:
+    free(counts);
+    free(crowd_row_of_category);
+    PyBuffer_Release(&gt_data);
+    PyBuffer_Release(&gt_keys);
+    PyBuffer_Release(&pred_data);
+    PyBuffer_Release(&pred_keys);
+    PyBuffer_Release(&gt_category);
+    PyBuffer_Release(&gt_crowd);
+    PyBuffer_Release(&gt_area);
+    PyBuffer_Release(&pred_category);
+    PyBuffer_Release(&crowd_category);
+    PyBuffer_Release(&crowd_row);
+    PyBuffer_Release(&stats);
+    if (PyErr_Occurred())
+        return NULL;
+    return PyBool_FromLong(status == 0);
+}
+
 static PyMethodDef methods[] = {
     {"scanlines_to_ids", scanlines_to_ids, METH_VARARGS, scanlines_to_ids_doc},
     {"pair_counts", pair_counts, METH_VARARGS, pair_counts_doc},
+    {"pair_stats", pair_stats, METH_VARARGS, pair_stats_doc},
     {NULL, NULL, 0, NULL},
 };
 

@@ -16,6 +16,9 @@ def add_model_arguments(parser, checkpoint_help: str) -> None:
                         "no PyTorch needed (pip install 'oanet[deploy]')")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: the config's device; "
                         "with --onnx: onnxruntime's CPU provider)")
+    parser.add_argument("--precision", choices=("fp32", "bf16", "amp_fp16"), default="fp32",
+                        help="autocast of the network (--checkpoint only): fp32 (default), bf16 (CPU or GPU), "
+                        "amp_fp16 (fp16 on CUDA)")
     parser.add_argument("--batch-size", type=int, default=1, help="images per forward pass (default 1)")
     parser.add_argument("--loader-threads", "--loader-workers", dest="loader_threads", type=int, default=2,
                         help="threads decoding images ahead of the model (default 2; 0 = none)")
@@ -45,6 +48,8 @@ def predictor_from_args(args, order: str):
             raise ConfigError("--onnx runs in one process: start it without torchrun")
         if args.device not in (None, "cpu"):
             raise ConfigError("--device applies to --checkpoint; an ONNX model runs on onnxruntime's providers")
+        if args.precision != "fp32":
+            raise ConfigError("--precision applies to --checkpoint; an exported model runs as it was exported (fp32)")
         from oanet.runtime import OnnxPredictor
 
         yield OnnxPredictor(args.onnx, order=order, score_thresh=score_thresh)
@@ -58,7 +63,8 @@ def predictor_from_args(args, order: str):
         raise ConfigError(f"{args.checkpoint}: checkpoint holds no label space (category names); cannot name segments")
     context = init_distributed(args.device or cfg.device)
     try:
-        yield Predictor(model, cfg, label_space, device=str(context.device), order=order, score_thresh=score_thresh)
+        yield Predictor(model, cfg, label_space, device=str(context.device), order=order, score_thresh=score_thresh,
+                        precision=args.precision)
     finally:
         cleanup_distributed()
 

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
 from oanet import _ext
 from oanet.errors import DataError
@@ -110,7 +109,8 @@ def inflate_scanlines(data: bytes, name: str | Path) -> Optional[Scanlines]:
     try:
         # A little room past the expected size: with none, inflate grows the buffer to find the end of
         # the stream, and the copy into fresh pages costs as much as the inflating.
-        inflated = _zlib.decompress(b"".join(idat), bufsize=size + 64)
+        stream = idat[0] if len(idat) == 1 else b"".join(idat)  # one IDAT (small PNGs): no copy
+        inflated = _zlib.decompress(stream, bufsize=size + 64)
     except _zlib.error as exc:
         raise DataError(f"{name}: corrupt PNG image data ({exc})") from None
     if len(inflated) < size:  # more is tolerated, as libpng does
@@ -137,6 +137,8 @@ def _decode_with_c(data: bytes, name: str | Path) -> Optional[np.ndarray]:
 
 def _decode_with_pillow(data: bytes, name: str | Path) -> np.ndarray:
     import io
+
+    from PIL import Image, UnidentifiedImageError  # here: `oanet pq` on panoptic PNGs never needs Pillow
 
     if not data:
         raise DataError(f"{name}: empty file (0 bytes), not a PNG")
@@ -202,6 +204,8 @@ def write_id_png(path: str | Path, ids: np.ndarray) -> None:
         # id2rgb would wrap such ids silently into other segments' colours.
         raise ValueError(f"{path}: segment ids must be in 0..{0xFFFFFF}, got {ids.min()}..{ids.max()}")
     import io
+
+    from PIL import Image
 
     buffer = io.BytesIO()
     Image.fromarray(id2rgb(ids)).save(buffer, format="PNG")

@@ -22,6 +22,7 @@ import torch
 from oanet.base_predictor import BasePredictor, Fused
 from oanet.config import Config
 from oanet.data.images import to_float_chw
+from oanet.engine.precision import autocast, check_precision
 
 
 class Predictor(BasePredictor):
@@ -30,10 +31,12 @@ class Predictor(BasePredictor):
     ``Predictor(model, cfg, label_space)`` wraps a model in memory (put in eval mode; moved to
     ``device`` when given, else left where it is); :meth:`from_checkpoint` builds one from a file
     written by ``oanet train``. ``model``, ``cfg`` and ``label_space`` are public attributes.
+    ``precision`` (``fp32``, ``amp_fp16``, ``bf16``; :mod:`oanet.engine.precision`) is the autocast of
+    the forward pass; fusion always runs on its float32 outputs.
     """
 
     def __init__(self, model: torch.nn.Module, cfg: Config, label_space: Any, *, device: Optional[str] = None,
-                 order: str = "srm", score_thresh: Optional[float] = None) -> None:
+                 order: str = "srm", score_thresh: Optional[float] = None, precision: str = "fp32") -> None:
         super().__init__(label_space, cfg.model.fusion, cfg.model.stuff_head.classes,
                          min_size=cfg.model.min_size[-1], max_size=cfg.model.max_size,
                          order=order, score_thresh=score_thresh)
@@ -43,10 +46,11 @@ class Predictor(BasePredictor):
             model = model.to(resolve_device(device))
         self.model = model.eval()
         self.cfg = cfg
+        self.precision = check_precision(precision, self.device)
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: Optional[str] = None, order: str = "srm",
-                        score_thresh: Optional[float] = None) -> "Predictor":
+                        score_thresh: Optional[float] = None, precision: str = "fp32") -> "Predictor":
         """A predictor for a checkpoint of ``oanet train`` (``model_final.pth`` or ``last.pth``).
 
         ``device``: ``cpu``, ``cuda``, ``cuda:1``... (default: the checkpoint config's ``device``,
@@ -58,7 +62,8 @@ class Predictor(BasePredictor):
         model, cfg, label_space = load_model_from_checkpoint(path, device="cpu")
         if label_space is None:
             raise ConfigError(f"{path}: checkpoint holds no label space (category names); cannot name segments")
-        return cls(model, cfg, label_space, device=device or cfg.device, order=order, score_thresh=score_thresh)
+        return cls(model, cfg, label_space, device=device or cfg.device, order=order, score_thresh=score_thresh,
+                   precision=precision)
 
     @property
     def device(self) -> torch.device:
@@ -70,7 +75,8 @@ class Predictor(BasePredictor):
         device = self.device
         images = [torch.from_numpy(to_float_chw(rgb)).to(device, non_blocking=True) for rgb in rgbs]
         with torch.inference_mode():
-            outputs = self.model(images, score_thresh=self.score_thresh)
+            with autocast(self.precision, device.type):
+                outputs = self.model(images, score_thresh=self.score_thresh)
             fused = [fuse(output, self.label_space, self.stuff_classes, self.fusion, orders) for output in outputs]
         return [{order: (ids.cpu().numpy(), segments) for order, (ids, segments) in per_image.items()}
                 for per_image in fused]

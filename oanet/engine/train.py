@@ -37,6 +37,7 @@ from oanet.engine.data import GlobalBatchSampler, aspect_ratio_groups, num_accum
 from oanet.engine.distributed import DistContext, barrier, cleanup_distributed, init_distributed, once_per_node
 from oanet.engine.hooks import CheckpointHook, LogHook
 from oanet.engine.init import apply_init
+from oanet.engine.precision import check_precision, uses_grad_scaler
 from oanet.engine.schedule import effective_base_lr, lr_at, run_schedule, schedule_differences, schedule_of
 from oanet.engine.train_step import TrainStep
 from oanet.errors import ConfigError, make_dir
@@ -275,7 +276,7 @@ def _train(cfg: Config, resume: bool, dist_ctx: DistContext) -> dict:
     device = dist_ctx.device
     model = build_train_model(cfg, label_space, output_dir, resuming=state is not None, dist_ctx=dist_ctx)
     optimizer = build_optimizer(model, solver)
-    use_amp = solver.amp and device.type == "cuda"
+    use_amp = uses_grad_scaler(check_precision(solver.precision, device), device.type)
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     start_iter = 0
     if state is not None:
@@ -291,7 +292,7 @@ def _train(cfg: Config, resume: bool, dist_ctx: DistContext) -> dict:
     step = TrainStep(
         train_model, optimizer, scaler, device=device, seed=cfg.seed, rank=dist_ctx.rank,
         chunks_per_rank=num_accumulation_chunks(solver.ims_per_batch, dist_ctx.world_size, solver.ims_per_device),
-        distributed=dist_ctx.distributed, use_amp=use_amp, clip_grad_norm=solver.clip_grad_norm,
+        distributed=dist_ctx.distributed, precision=solver.precision, clip_grad_norm=solver.clip_grad_norm,
     )
     checkpointer = CheckpointHook(
         last_path, solver.checkpoint_period, solver.max_iter, dist_ctx.is_main,

@@ -1,7 +1,8 @@
 """One training iteration: what detectron2's ``run_step`` does, without its trainer class hierarchy.
 
 A process's share of the global batch goes through the model in chunks of at most
-``solver.ims_per_device`` images (gradient accumulation), under AMP on CUDA. Each chunk's random
+``solver.ims_per_device`` images (gradient accumulation), under the autocast of ``solver.precision``
+(:mod:`oanet.engine.precision`). Each chunk's random
 draws (RPN/RoI fg/bg sampling) come from a generator reseeded from ``(seed, iteration, chunk)``, where
 ``chunk`` counts over the whole global batch, so one process accumulating N chunks computes what N
 processes with one chunk each compute. The loss terms, averaged over all processes, are checked for
@@ -19,6 +20,7 @@ import torch
 
 from oanet.engine.data import split_chunks
 from oanet.engine.distributed import all_reduce_mean
+from oanet.engine.precision import autocast, check_precision
 from oanet.errors import OANetError
 
 
@@ -62,7 +64,9 @@ class TrainStep:
     """``step(iteration, images, targets, lr)`` runs one iteration and returns the loss terms.
 
     ``model`` is the training module (DistributedDataParallel when ``distributed``); ``rank`` and
-    ``chunks_per_rank`` place this process's chunks in the global batch. The returned CPU tensor holds
+    ``chunks_per_rank`` place this process's chunks in the global batch; ``precision`` is one of
+    :data:`oanet.engine.precision.PRECISIONS` (``scaler`` must be enabled exactly when
+    :func:`~oanet.engine.precision.uses_grad_scaler` says so). The returned CPU tensor holds
     the loss terms named by :attr:`loss_names` (set on the first call), each the mean over the global
     batch and equal on every rank, so every rank stops together on a non-finite loss.
     """
@@ -78,13 +82,13 @@ class TrainStep:
         rank: int,
         chunks_per_rank: int,
         distributed: bool,
-        use_amp: bool,
+        precision: str = "fp32",
         clip_grad_norm: float = 0.0,
     ):
         self.model, self.optimizer, self.scaler = model, optimizer, scaler
         self.device, self.seed, self.rank = device, seed, rank
         self.chunks_per_rank, self.distributed = chunks_per_rank, distributed
-        self.use_amp, self.clip_grad_norm = use_amp, clip_grad_norm
+        self.precision, self.clip_grad_norm = check_precision(precision, device), clip_grad_norm
         self.loss_names: Optional[list[str]] = None
 
     def __call__(self, iteration: int, images: list, targets: list, lr: float) -> torch.Tensor:
@@ -121,7 +125,7 @@ class TrainStep:
 
     def _losses(self, images: list, targets: list) -> torch.Tensor:
         images, targets = to_device(images, targets, self.device)
-        with torch.autocast(device_type=self.device.type, dtype=torch.float16, enabled=self.use_amp):
+        with autocast(self.precision, self.device.type):
             losses = self.model(images, targets)
         if self.loss_names is None:
             self.loss_names = list(losses)

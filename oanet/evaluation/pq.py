@@ -17,30 +17,28 @@ counted: an id in a PNG that no segment declares (GT or prediction), a declared 
 PNG, an unknown category, a duplicate segment id, PNG sizes that differ.
 
 Per image, the pixels of each (GT segment, predicted segment) pair are counted into a small confusion
-table, over which the matching is numpy. The C extension (``oanet._ext``) counts them while it decodes
-the two PNGs, line by line; without it (or for a kind of PNG it does not take) numpy maps the decoded
-id maps to segment rows and counts with one ``bincount``: same numbers. Images are spread over worker
-threads (C extension: the decoding runs without the GIL) or else processes.
+table, over which the segments are matched. The C extension (``oanet._ext``) counts the runs of the two
+PNGs while it decodes them, line by line, and matches over the table in the same call, without the GIL;
+without it (or for a kind of PNG it does not take, or to word an error) numpy maps the decoded id maps
+to segment rows, counts with one ``bincount`` and matches in ``match_segments``: the same numbers, to the
+bit. Images are spread over worker threads (C extension) or else processes.
 """
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import sys
 import threading
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Optional, Sequence, Union
+from typing import Iterator, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
 from oanet import _ext
 from oanet.data.labels import VOID
-from oanet.data.png_io import Scanlines, read_id_png, read_scanlines, scanlines_to_ids
+from oanet.data.png_io import Scanlines, decode_id_png, inflate_scanlines, scanlines_to_ids
 from oanet.errors import DataError
-from oanet.evaluation.pq_inputs import (
+from oanet.evaluation.pq_inputs import (  # noqa: F401  (re-exported)
     MAX_SEGMENT_ID,
     Categories,
     JsonSource,
@@ -50,15 +48,20 @@ from oanet.evaluation.pq_inputs import (
     pair_annotations,
     parse_segments,
 )
-from oanet.parallel import default_workers
+from oanet.evaluation.pq_result import (  # noqa: F401  (re-exported)
+    FN,
+    FP,
+    IOU,
+    TP,
+    PQResult,
+    format_per_class_table,
+    format_table,
+)
+from oanet.parallel import default_workers, ordered_thread_map
 from oanet.progress import track
 
 MATCH_IOU = 0.5  # matched iff IoU is strictly above
 IGNORE_FRACTION = 0.5  # an unmatched prediction is ignored iff its void+crowd share is strictly above
-
-# Rows of the per-image / accumulated statistics array, shape (4, number of categories).
-IOU, TP, FP, FN = range(4)
-
 
 # --------------------------------------------------------------------------------------------------
 # One image
@@ -149,7 +152,8 @@ def match_segments(counts: np.ndarray, gt: Segments, pred: Segments, n_categorie
 
 
 def evaluate_image(
-    gt_ann: Mapping, pred_ann: Mapping, gt_dir: Path, pred_dir: Path, categories: Categories
+    gt_ann: Mapping, pred_ann: Mapping, gt_dir: Union[str, "os.PathLike[str]"],
+    pred_dir: Union[str, "os.PathLike[str]"], categories: Categories,
 ) -> np.ndarray:
     """Per-category (IoU sum, TP, FP, FN) of one image, shape (4, C)."""
     gt = parse_segments(gt_ann, categories, "ground-truth", with_area=True)
@@ -157,29 +161,27 @@ def evaluate_image(
     for role, ann in (("ground-truth", gt_ann), ("prediction", pred_ann)):
         if not isinstance(ann.get("file_name"), str):
             raise DataError(f"{role} {annotation_label(ann)}: no 'file_name'")
-    gt_path = Path(gt_dir) / gt_ann["file_name"]
-    pred_path = Path(pred_dir) / pred_ann["file_name"]
+    gt_path = os.path.join(gt_dir, gt_ann["file_name"])
+    pred_path = os.path.join(pred_dir, pred_ann["file_name"])
     where_gt = f"{gt_path} (ground truth of image {gt_ann['image_id']})"
     where_pred = f"{pred_path} (prediction for image {gt_ann['image_id']})"
-    if not pred_path.is_file():
-        raise FileNotFoundError(f"{where_pred}: predicted PNG not found")
-    if not gt_path.is_file():
-        raise FileNotFoundError(f"{where_gt}: ground-truth PNG not found")
-    gt_lines = pred_lines = counts = None
+    pred_png = _read_png(pred_path, where_pred, "predicted")
+    gt_png = _read_png(gt_path, where_gt, "ground-truth")
+    gt_lines = pred_lines = None
     if _ext.speedups is not None and max(len(gt.ids), len(pred.ids)) < UNDECLARED:
-        gt_lines = _renamed(read_scanlines, gt_path, where_gt)
-        pred_lines = _renamed(read_scanlines, pred_path, where_pred) if gt_lines is not None else None
+        gt_lines = inflate_scanlines(gt_png, where_gt)
+        pred_lines = inflate_scanlines(pred_png, where_pred) if gt_lines is not None else None
         if pred_lines is not None:
-            counts = _confusion_with_c(gt_lines, pred_lines, gt, pred, where_gt, where_pred)
-    if counts is None:  # no C extension, another kind of PNG, or an undeclared id to find and name
-        # What was already inflated is not read again.
-        gt_ids = scanlines_to_ids(gt_lines, where_gt) if gt_lines is not None else _read(gt_path, where_gt)
-        pred_ids = scanlines_to_ids(pred_lines, where_pred) if pred_lines is not None else _read(pred_path, where_pred)
-        if gt_ids.shape != pred_ids.shape:
-            raise DataError(f"{where_pred}: size {_size(pred_ids)} differs from the ground truth's {_size(gt_ids)}")
-        counts = confusion(
-            segment_rows(gt_ids, gt, where_gt), segment_rows(pred_ids, pred, where_pred), len(gt.ids), len(pred.ids)
-        )
+            stats = _stats_with_c(gt_lines, pred_lines, gt, pred, len(categories), where_gt, where_pred)
+            if stats is not None:
+                return stats
+    # No C extension, another kind of PNG, or a problem to find and word. What was inflated is not again.
+    gt_ids, pred_ids = _ids(gt_png, gt_lines, where_gt), _ids(pred_png, pred_lines, where_pred)
+    if gt_ids.shape != pred_ids.shape:
+        raise DataError(f"{where_pred}: size {_size(pred_ids)} differs from the ground truth's {_size(gt_ids)}")
+    counts = confusion(
+        segment_rows(gt_ids, gt, where_gt), segment_rows(pred_ids, pred, where_pred), len(gt.ids), len(pred.ids)
+    )
     gt_pixels, pred_pixels = counts[1:, :].sum(axis=1), counts[:, 1:].sum(axis=0)
     for where, segments, pixels in ((where_gt, gt, gt_pixels), (where_pred, pred, pred_pixels)):
         absent = segments.ids[pixels == 0]
@@ -188,36 +190,40 @@ def evaluate_image(
     return match_segments(counts, gt, pred, len(categories))
 
 
-def _confusion_with_c(
-    gt_lines: Scanlines, pred_lines: Scanlines, gt: Segments, pred: Segments, where_gt: str, where_pred: str
+def _stats_with_c(
+    gt_lines: Scanlines, pred_lines: Scanlines, gt: Segments, pred: Segments, n_categories: int, where_gt: str,
+    where_pred: str,
 ) -> Optional[np.ndarray]:
-    """``confusion`` of the two PNGs' scanlines by the C extension; None where the sizes differ or an id
-    is undeclared (the general path words the error)."""
+    """``match_segments`` of the two PNGs' scanlines by the C extension, which counts and matches in one call
+    without the GIL; None where the sizes differ, an id is undeclared or a declared segment has no pixel
+    (the general path words the error)."""
     if (gt_lines.width, gt_lines.height) != (pred_lines.width, pred_lines.height):
-        return None  # the general path words the error
-    counts = np.zeros((len(gt.ids) + 1, len(pred.ids) + 1), dtype=np.int64)
+        return None
+    stats = np.empty((4, n_categories), dtype=np.float64)
     try:
-        complete = _ext.speedups.pair_counts(
+        complete = _ext.speedups.pair_stats(
             gt_lines.data, gt_lines.channels, gt.ids, pred_lines.data, pred_lines.channels, pred.ids,
-            gt_lines.width, gt_lines.height, counts,
+            gt_lines.width, gt_lines.height, gt.category, gt.iscrowd, gt.area, pred.category,
+            gt.crowd_category, gt.crowd_row, stats,
         )
     except ValueError as exc:  # truncated image data or a bad filter byte, in image 0 (GT) or 1
         which, problem = exc.args
         raise DataError(f"{(where_gt, where_pred)[which]}: corrupt PNG ({problem})") from None
-    return counts if complete else None
+    return stats if complete else None
 
 
-def _read(path: Path, where: str) -> np.ndarray:
-    return _renamed(read_id_png, path, where)
+def _ids(png: bytes, lines: Optional[Scanlines], where: str) -> np.ndarray:
+    return scanlines_to_ids(lines, where) if lines is not None else decode_id_png(png, where)
 
 
-def _renamed(read, path: Path, where: str):
-    """``read(path)`` with ``where`` (which names the file and the image) in its DataError."""
+def _read_png(path: str, where: str, what: str) -> bytes:
     try:
-        return read(path)
-    except DataError as exc:
-        problem = str(exc).removeprefix(f"{path}: ")
-        raise DataError(f"{where}: {problem}") from None
+        with open(path, "rb") as file:
+            return file.read()
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        raise FileNotFoundError(f"{where}: {what} PNG not found") from None
+    except OSError as exc:
+        raise DataError(f"{where}: cannot read ({exc.strerror or exc})") from None
 
 
 def _size(ids: np.ndarray) -> str:
@@ -225,96 +231,10 @@ def _size(ids: np.ndarray) -> str:
 
 
 # --------------------------------------------------------------------------------------------------
-# Results
-
-
-def _summarise(stats: np.ndarray) -> dict[str, np.ndarray]:
-    iou, tp, fp, fn = stats
-    counted = tp + fp + fn > 0
-    denominator = np.where(counted, tp + 0.5 * fp + 0.5 * fn, 1.0)
-    return {
-        "counted": counted,
-        "pq": np.where(counted, iou / denominator, 0.0),
-        "sq": np.where(tp > 0, iou / np.maximum(tp, 1), 0.0),
-        "rq": np.where(counted, tp / denominator, 0.0),
-    }
-
-
-@dataclass(frozen=True)
-class PQResult:
-    """Accumulated statistics of an evaluation; ``to_dict()`` is the JSON of ``oanet pq --output``."""
-
-    categories: Categories
-    stats: np.ndarray  # (4, C): IoU sum, TP, FP, FN per category
-    n_images: int
-
-    def summary(self, isthing: Optional[bool] = None) -> dict[str, float | int]:
-        """Mean PQ/SQ/RQ over the counted classes (TP+FP+FN > 0); all classes, things or stuff.
-
-        With no counted class the means are 0.0 and n is 0 (where the COCO API divides by zero).
-        """
-        per = _summarise(self.stats)
-        keep = per["counted"].copy()
-        if isthing is not None:
-            keep &= self.categories.isthing == isthing
-        n = int(keep.sum())
-        mean = (lambda v: float(v[keep].sum() / n)) if n else (lambda v: 0.0)
-        return {"pq": mean(per["pq"]), "sq": mean(per["sq"]), "rq": mean(per["rq"]), "n": n}
-
-    def per_class(self) -> dict[int, dict[str, float | int]]:
-        """{COCO category id: {pq, sq, rq, tp, fp, fn}} for every GT category (zeros where never seen)."""
-        per = _summarise(self.stats)
-        return {
-            int(cid): {
-                "pq": float(per["pq"][k]),
-                "sq": float(per["sq"][k]),
-                "rq": float(per["rq"][k]),
-                "tp": int(self.stats[TP, k]),
-                "fp": int(self.stats[FP, k]),
-                "fn": int(self.stats[FN, k]),
-            }
-            for k, cid in enumerate(self.categories.ids)
-        }
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "All": self.summary(None),
-            "Things": self.summary(True),
-            "Stuff": self.summary(False),
-            "per_class": {str(cid): v for cid, v in self.per_class().items()},
-        }
-
-
-def format_table(result: PQResult) -> str:
-    """The COCO API's summary table: PQ, SQ, RQ (x100) and N for All, Things and Stuff."""
-    lines = [f"{'':10s}| {'PQ':>5s}  {'SQ':>5s}  {'RQ':>5s} {'N':>5s}", "-" * 38]
-    for name, isthing in (("All", None), ("Things", True), ("Stuff", False)):
-        s = result.summary(isthing)
-        lines.append(f"{name:10s}| {100 * s['pq']:5.1f}  {100 * s['sq']:5.1f}  {100 * s['rq']:5.1f} {s['n']:5d}")
-    return "\n".join(lines)
-
-
-def format_per_class_table(result: PQResult) -> str:
-    """One row per counted class: id, name, kind, PQ/SQ/RQ (x100), TP/FP/FN."""
-    lines = [f"{'id':>4s}  {'name':24s} {'kind':5s} | {'PQ':>5s}  {'SQ':>5s}  {'RQ':>5s} | {'TP':>6s} {'FP':>6s} {'FN':>6s}"]
-    lines.append("-" * len(lines[0]))
-    cats = result.categories
-    for k, (cid, v) in enumerate(result.per_class().items()):
-        if v["tp"] + v["fp"] + v["fn"] == 0:
-            continue
-        kind = "thing" if cats.isthing[k] else "stuff"
-        lines.append(
-            f"{cid:4d}  {cats.names[k][:24]:24s} {kind:5s} | {100 * v['pq']:5.1f}  {100 * v['sq']:5.1f}  "
-            f"{100 * v['rq']:5.1f} | {v['tp']:6d} {v['fp']:6d} {v['fn']:6d}"
-        )
-    return "\n".join(lines)
-
-
-# --------------------------------------------------------------------------------------------------
 # The dataset
 
 
-CHUNK_IMAGES = 4  # images per task sent to a worker process: they then finish together
+CHUNK_IMAGES = 4  # images per task given to a worker thread or process: they then finish together
 
 _worker_args: Optional[tuple] = None  # (pairs, gt_dir, pred_dir, categories) in each worker process
 
@@ -332,27 +252,31 @@ def _evaluate_pair(index: int) -> np.ndarray:
 
 
 def _image_stats(
-    pairs: Sequence[tuple[Mapping, Mapping]], gt_dir: Path, pred_dir: Path, categories: Categories, workers: int
+    pairs: Sequence[tuple[Mapping, Mapping]], gt_dir: str, pred_dir: str, categories: Categories, workers: int
 ) -> Iterator[np.ndarray]:
+    def evaluate(pair: tuple[Mapping, Mapping]) -> np.ndarray:
+        return evaluate_image(pair[0], pair[1], gt_dir, pred_dir, categories)
+
     if workers <= 1:
-        for gt_ann, pred_ann in pairs:
-            yield evaluate_image(gt_ann, pred_ann, gt_dir, pred_dir, categories)
-        return
-    if _ext.speedups is not None:
-        # Threads: with the C extension nearly all the time per image (inflate, decode, counting) runs
-        # without the GIL, and threads start at once and share the inputs, where each worker process
-        # took ~50 ms to start and warm up, as long as ~30 images take.
-        pool = ThreadPoolExecutor(workers, thread_name_prefix="oanet-pq")
-        try:
-            # In order: the float sums then do not depend on scheduling, any worker count gives the same bits.
-            yield from pool.map(lambda pair: evaluate_image(pair[0], pair[1], gt_dir, pred_dir, categories), pairs)
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
-        return
+        yield from map(evaluate, pairs)
+    elif _ext.speedups is not None:
+        # Threads: with the C extension most of the time per image (reading, inflating, decoding, counting
+        # and matching) runs without the GIL, and threads start at once and share the inputs, where each
+        # worker process took ~50 ms to start and warm up, as long as ~30 images take.
+        yield from ordered_thread_map(evaluate, pairs, workers, CHUNK_IMAGES, name="oanet-pq")
+    else:
+        yield from _in_processes(pairs, gt_dir, pred_dir, categories, workers)
+
+
+def _in_processes(
+    pairs: Sequence[tuple[Mapping, Mapping]], gt_dir: str, pred_dir: str, categories: Categories, workers: int
+) -> Iterator[np.ndarray]:
     # Processes for the pure path (numpy and the decoders hold the GIL for much of an image). fork on
     # Linux, as the COCO API and torch's DataLoader: workers start in milliseconds and a caller's script
     # needs no ``if __name__ == "__main__"`` guard (spawn re-runs it). The workers touch neither torch nor
     # CUDA, so forking a training process is safe. Elsewhere the platform's default.
+    import multiprocessing
+
     method = "fork" if sys.platform.startswith("linux") else None
     chunksize = max(1, min(CHUNK_IMAGES, len(pairs) // (8 * workers)))
     with multiprocessing.get_context(method).Pool(
@@ -380,9 +304,9 @@ def pq_compute(
     pred, pred_name = load_panoptic_json(pred_json, "prediction")
     categories = Categories.from_json(gt, gt_name)
     pairs = pair_annotations(gt, gt_name, pred, pred_name)
-    gt_dir, pred_dir = Path(gt_dir), Path(pred_dir)
+    gt_dir, pred_dir = str(Path(gt_dir)), str(Path(pred_dir))
     for folder, role in ((gt_dir, "ground-truth"), (pred_dir, "prediction")):
-        if not folder.is_dir():
+        if not os.path.isdir(folder):
             raise FileNotFoundError(f"{folder}: {role} PNG folder not found")
 
     workers = default_workers() if workers is None else int(workers)

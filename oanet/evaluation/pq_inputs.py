@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any, Mapping, Union
+from typing import Any, Mapping, Optional, Union
 
 import numpy as np
 
@@ -107,56 +107,102 @@ class Segments:
     """The segments one image declares, sorted by id (PNG ids are looked up by binary search)."""
 
     ids: np.ndarray  # uint32 (K,), ascending, all > 0
-    category: np.ndarray  # intp (K,) index into Categories
+    category: np.ndarray  # int64 (K,) index into Categories
     iscrowd: np.ndarray  # bool (K,)
     area: np.ndarray  # float64 (K,) the JSON's area (used for GT only)
     # (category index -> row) of the crowd region each category ignores: the COCO API keeps one crowd
     # segment per category, the last one listed.
-    crowd_category: np.ndarray  # intp
-    crowd_row: np.ndarray  # intp
+    crowd_category: np.ndarray  # int64
+    crowd_row: np.ndarray  # int64
 
 
 def parse_segments(ann: Mapping, categories: Categories, role: str, with_area: bool) -> Segments:
     """Validated segments of one annotation; DataError names the image and the problem."""
-    label = f"{role} {annotation_label(ann)}"
     infos = ann.get("segments_info")
     if not isinstance(infos, list):
-        raise DataError(f"{label}: no 'segments_info' list")
-    try:
-        ids = [_integer(s["id"]) for s in infos]
-        category_ids = [_integer(s["category_id"]) for s in infos]
-        iscrowd = [bool(s.get("iscrowd", 0)) for s in infos]
-        areas = [float(s["area"]) for s in infos] if with_area else [0.0] * len(infos)
-    except (KeyError, TypeError, ValueError) as exc:
-        need = "'id', 'category_id' and 'area'" if with_area else "'id' and 'category_id'"
-        raise DataError(f"{label}: every segment needs {need} ({exc!r})") from None
+        raise DataError(f"{role} {annotation_label(ann)}: no 'segments_info' list")
+    columns = _segment_columns(infos, with_area)
+    if columns is None:  # not plain JSON numbers: convert one by one, and word what is wrong
+        columns = _segment_columns_checked(infos, categories, with_area, f"{role} {annotation_label(ann)}")
+    ids, category_ids, crowd, areas = columns
 
-    bad_ids = [i for i in ids if not 0 < i <= MAX_SEGMENT_ID]
-    if bad_ids:
-        raise DataError(f"{label}: segment ids {bad_ids[:10]} outside 1..{MAX_SEGMENT_ID} (0 is VOID)")
-    unknown = sorted({c for c in category_ids if c not in categories.index_of})
-    if unknown:
-        raise DataError(f"{label}: unknown category ids {unknown[:10]} (not in the ground-truth categories)")
-    if with_area and any(a <= 0 for a in areas):
-        raise DataError(f"{label}: segment areas must be positive")
+    problem = None
+    bad_ids = ids[(ids <= 0) | (ids > MAX_SEGMENT_ID)]
+    position = np.minimum(np.searchsorted(categories.ids, category_ids), len(categories) - 1)
+    known = categories.ids[position] == category_ids
+    if bad_ids.size:
+        problem = f"segment ids {bad_ids[:10].tolist()} outside 1..{MAX_SEGMENT_ID} (0 is VOID)"
+    elif not known.all():
+        unknown = sorted(set(category_ids[~known].tolist()))
+        problem = f"unknown category ids {unknown[:10]} (not in the ground-truth categories)"
+    elif with_area and (areas <= 0).any():
+        problem = "segment areas must be positive"
+    if problem:
+        raise DataError(f"{role} {annotation_label(ann)}: {problem}")
 
-    ids_array = np.array(ids, dtype=np.int64)
-    order = np.argsort(ids_array, kind="stable")
-    sorted_ids = ids_array[order]
+    order = np.argsort(ids, kind="stable")
+    sorted_ids = ids[order]
     duplicated = sorted_ids[1:][sorted_ids[1:] == sorted_ids[:-1]]
     if duplicated.size:
-        raise DataError(f"{label}: duplicate segment ids {sorted(set(duplicated.tolist()))[:10]}")
-    category = np.array([categories.index_of[c] for c in category_ids], dtype=np.intp)
-    crowd = np.array(iscrowd, dtype=bool)
-
-    row_of_position = np.empty(len(ids), dtype=np.intp)
+        raise DataError(
+            f"{role} {annotation_label(ann)}: duplicate segment ids {sorted(set(duplicated.tolist()))[:10]}"
+        )
+    category = position.astype(np.int64, copy=False)  # the index of each category id in the sorted ids
+    row_of_position = np.empty(len(ids), dtype=np.int64)
     row_of_position[order] = np.arange(len(ids))
     last_crowd = {category[k]: row_of_position[k] for k in np.flatnonzero(crowd)}  # later ones overwrite
     return Segments(
         ids=sorted_ids.astype(np.uint32),
         category=category[order],
         iscrowd=crowd[order],
-        area=np.array(areas, dtype=np.float64)[order],
-        crowd_category=np.array(list(last_crowd.keys()), dtype=np.intp),
-        crowd_row=np.array(list(last_crowd.values()), dtype=np.intp),
+        area=areas[order],
+        crowd_category=np.array(list(last_crowd.keys()), dtype=np.int64),
+        crowd_row=np.array(list(last_crowd.values()), dtype=np.int64),
+    )
+
+
+def _segment_columns(infos: list, with_area: bool) -> Optional[tuple[np.ndarray, ...]]:
+    """(ids, category ids, iscrowd, areas) of segments whose values are JSON integers (areas: numbers), one
+    numpy conversion per column; None for anything else (missing keys, strings, fractions, no segment)."""
+    try:
+        ids = np.array([s["id"] for s in infos])
+        category_ids = np.array([s["category_id"] for s in infos])
+        crowd = np.array([s.get("iscrowd", 0) for s in infos])
+        areas = np.array([s["area"] for s in infos]) if with_area else np.zeros(len(infos))
+    except (KeyError, TypeError, AttributeError, ValueError, OverflowError):
+        return None
+    # Python ints within int64 come out as int64 ("i"); bools, larger ints, floats and strings do not.
+    if not infos or ids.dtype.kind != "i" or category_ids.dtype.kind != "i":
+        return None
+    if any(column.shape != (len(infos),) for column in (ids, category_ids, crowd, areas)):  # lists as values
+        return None
+    if crowd.dtype.kind not in "ib" or areas.dtype.kind not in "if":
+        return None
+    return ids.astype(np.int64), category_ids.astype(np.int64), crowd != 0, areas.astype(np.float64)
+
+
+def _segment_columns_checked(
+    infos: list, categories: Categories, with_area: bool, label: str
+) -> tuple[np.ndarray, ...]:
+    """``_segment_columns`` value by value, for any values ``int``/``float`` take, with the checks of
+    ``parse_segments`` done on the Python values (ids or categories of any size); DataError otherwise."""
+    try:
+        ids = [_integer(s["id"]) for s in infos]
+        category_ids = [_integer(s["category_id"]) for s in infos]
+        iscrowd = [bool(s.get("iscrowd", 0)) for s in infos]
+        areas = [float(s["area"]) for s in infos] if with_area else [0.0] * len(infos)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        need = "'id', 'category_id' and 'area'" if with_area else "'id' and 'category_id'"
+        raise DataError(f"{label}: every segment needs {need} ({exc!r})") from None
+    bad_ids = [i for i in ids if not 0 < i <= MAX_SEGMENT_ID]
+    if bad_ids:
+        raise DataError(f"{label}: segment ids {bad_ids[:10]} outside 1..{MAX_SEGMENT_ID} (0 is VOID)")
+    unknown = sorted({c for c in category_ids if c not in categories.index_of})
+    if unknown:
+        raise DataError(f"{label}: unknown category ids {unknown[:10]} (not in the ground-truth categories)")
+    return (
+        np.array(ids, dtype=np.int64),
+        np.array(category_ids, dtype=np.int64),
+        np.array(iscrowd, dtype=bool),
+        np.array(areas, dtype=np.float64),
     )

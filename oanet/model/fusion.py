@@ -77,37 +77,62 @@ def paste_instances(masks: Tensor, overlap_thresh: float) -> tuple[Tensor, Tenso
     device = masks.device
     if n == 0:
         return torch.full((h, w), -1, dtype=torch.long, device=device), torch.zeros(0, dtype=torch.bool, device=device)
+    masks = masks.view(torch.uint8) if masks.dtype == torch.bool else (masks != 0).view(torch.uint8)
     flat = masks.reshape(n, h * w)
-    flat = flat.view(torch.uint8) if flat.dtype == torch.bool else (flat != 0).view(torch.uint8)
-    area = flat.sum(1, dtype=torch.int32)
+    area = _areas(masks)
     kept = area > 0
     # Weight instance i by n - i: the max over instances is the topmost one covering the pixel. A
     # weighted amax is several times faster than max/argmax with indices over dim 0.
     rank_dtype = torch.uint8 if n < 256 else torch.int32
-    rank = torch.arange(n, 0, -1, device=device, dtype=rank_dtype)[:, None]
+    rank = torch.arange(n, 0, -1, device=device, dtype=rank_dtype)
 
-    def topmost(candidates: Tensor) -> Tensor:
-        best = (candidates.to(rank_dtype) * rank).amax(0).long()
+    def topmost(candidates: Tensor, weights: Tensor, dim: int) -> Tensor:
+        best = (candidates.to(rank_dtype) * weights).amax(dim).long()
         return torch.where(best > 0, n - best, -1)
 
-    owner = topmost(flat)
+    owner = topmost(flat, rank[:, None], 0)
     visible = torch.bincount(owner[owner >= 0], minlength=n)
     order = torch.arange(n, device=device)
-    while True:
-        # visible == 0 too: with overlap_thresh 0 a fully hidden instance would be kept as an empty segment
-        failing = kept & ((visible < overlap_thresh * area) | (visible == 0))
-        if not bool(failing.any()):
-            break
+    first = _first_failing(kept, visible, area, order, overlap_thresh)
+    if first == n:
+        return owner.reshape(h, w), kept
+    # Dropping an instance frees its pixels; only pixels covered by >= 2 masks can go to another
+    # instance, so the drops work on those alone, pixel-major (one contiguous row of N per pixel).
+    shared = (flat.sum(0, dtype=_count_dtype(n)) >= 2).nonzero().squeeze(1)
+    shared_masks = flat[:, shared].t().contiguous()
+    shared_owner = owner[shared]
+    while first < n:
         # Instances before the first failing one are final (they only depend on earlier ones), so drop
-        # exactly that one and hand its pixels to the next kept instance covering them.
-        first = int(order[failing].min())
+        # exactly that one and hand its shared pixels to the next kept instance covering them.
         kept[first] = False
-        pixels = (owner == first).nonzero().squeeze(1)
-        new_owner = topmost(flat[:, pixels] * kept[:, None].to(torch.uint8))
-        owner[pixels] = new_owner
         visible[first] = 0
+        pixels = (shared_owner == first).nonzero().squeeze(1)
+        new_owner = topmost(shared_masks[pixels], rank * kept.to(rank_dtype), 1)
+        shared_owner[pixels] = new_owner
         visible += torch.bincount(new_owner[new_owner >= 0], minlength=n)
+        first = _first_failing(kept, visible, area, order, overlap_thresh)
+    # Pixels of dropped instances that no other mask covers become unowned.
+    owner = torch.where(kept[owner.clamp(min=0)], owner, -1)
+    owner[shared] = shared_owner
     return owner.reshape(h, w), kept
+
+
+def _count_dtype(n: int) -> torch.dtype:
+    """The smallest integer dtype that holds counts up to ``n`` (summing in it needs no widened copy)."""
+    return torch.uint8 if n < 256 else torch.int16 if n < 32768 else torch.int32
+
+
+def _areas(masks: Tensor) -> Tensor:
+    """Pixel counts (int32) of ``N x H x W`` 0/1 uint8 masks: row sums first, in a dtype that holds ``W``,
+    so no ``N x H x W`` widened copy is made (that copy costs more than the sums)."""
+    return masks.sum(2, dtype=_count_dtype(masks.shape[-1])).sum(1, dtype=torch.int32)
+
+
+def _first_failing(kept: Tensor, visible: Tensor, area: Tensor, order: Tensor, overlap_thresh: float) -> int:
+    """Index of the first kept instance whose visible part is too small (n if none): one host sync."""
+    # visible == 0 too: with overlap_thresh 0 a fully hidden instance would be kept as an empty segment
+    failing = kept & ((visible < overlap_thresh * area) | (visible == 0))
+    return int(torch.where(failing, order, len(order)).min())
 
 
 def panoptic_fusion(
@@ -141,12 +166,11 @@ def panoptic_fusion(
     binary = masks[order] if masks.dtype == torch.bool else masks[order] > mask_thresh
     owner, kept = paste_instances(binary, cfg.overlap_thresh)
 
-    # Kept instances get ids 1..K in pasting order.
+    # Kept instances get ids 1..K in pasting order. Lookups are shifted by one so that -1 (no owner,
+    # no stuff) indexes entry 0: one gather per map instead of a mask, a clamp and a select.
     segment_id_of = torch.cumsum(kept.long(), 0) * kept
-    ids = torch.zeros((h, w), dtype=torch.long, device=device)
-    if len(order):
-        ids = torch.where(owner >= 0, segment_id_of[owner.clamp(min=0)], 0)
-    thing_areas = torch.bincount(owner[owner >= 0], minlength=len(order))
+    ids = _shifted_lookup(segment_id_of, owner)
+    thing_areas = torch.bincount(owner.reshape(-1) + 1, minlength=len(order) + 1)[1:]
 
     kept_order = order[kept]
     # One transfer per column instead of a host sync per instance.
@@ -164,24 +188,27 @@ def panoptic_fusion(
 
     # Stuff fills what the instances left.
     table = torch.from_numpy(channel_to_stuff_index(len(thing_ids), len(stuff_ids), stuff_classes)).to(device)
-    stuff = torch.where(ids == 0, table[sem_seg_labels.long()], -1).reshape(-1)
+    stuff = torch.where(owner < 0, table[sem_seg_labels.long()], -1)  # owner < 0 exactly where ids == 0
     num_stuff = len(stuff_ids)
     if num_stuff:
-        valid = stuff >= 0
-        areas = torch.bincount(stuff[valid], minlength=num_stuff)
+        areas = torch.bincount(stuff.reshape(-1) + 1, minlength=num_stuff + 1)[1:]
         big = areas >= max(stuff_area_limit(cfg, h, w), 1)
         classes = big.nonzero().squeeze(1)
         first_id = len(segments) + 1
         stuff_segment_id = torch.zeros(num_stuff, dtype=torch.long, device=device)
         stuff_segment_id[classes] = torch.arange(first_id, first_id + len(classes), device=device)
-        fill = torch.where(valid, stuff_segment_id[stuff.clamp(min=0)], 0).reshape(h, w)
-        ids = torch.where(fill > 0, fill, ids)
+        ids = ids + _shifted_lookup(stuff_segment_id, stuff)  # the two are never both non-zero
         for j, (s, area) in enumerate(zip(classes.tolist(), areas[classes].tolist())):
             segments.append(
                 {"id": first_id + j, "category_id": stuff_ids[s], "isthing": False, "score": None,
                  "ranking_score": None, "area": int(area)}
             )
     return ids.to(torch.int32), segments
+
+
+def _shifted_lookup(values: Tensor, index: Tensor) -> Tensor:
+    """``values[index]`` where ``index >= 0``, 0 where ``index == -1``."""
+    return torch.cat([values.new_zeros(1), values])[index + 1]
 
 
 ORDER_SCORES = {"score": "scores", "srm": "ranking_scores"}
@@ -210,7 +237,7 @@ def fuse(
     # Only the selected detections are binarised (once, for every order): most of the
     # detections_per_img are usually below the score threshold.
     common = dict(
-        masks=prediction["masks"][keep] > 0.5,
+        masks=_selected_rows(prediction["masks"], keep) > 0.5,
         labels=prediction["labels"][keep],
         det_scores=prediction["scores"][keep],
         sem_seg_labels=sem_seg_labels,
@@ -220,6 +247,16 @@ def fuse(
         ranking_scores=prediction["ranking_scores"][keep],
     )
     return {o: panoptic_fusion(order_scores=prediction[ORDER_SCORES[o]][keep], **common) for o in orders}
+
+
+def _selected_rows(masks: Tensor, keep: Tensor) -> Tensor:
+    """``masks[keep]``; a view, not an ``N x H x W`` copy, when ``keep`` is a run of consecutive
+    indices, as the model's are (its detections come sorted by score, and it selects by a threshold)."""
+    if len(keep):
+        start, last = keep[[0, -1]].tolist()
+        if last - start + 1 == len(keep):
+            return masks[start : last + 1]
+    return masks[keep]
 
 
 __all__: Sequence[str] = (

@@ -21,6 +21,7 @@ from torchvision.models.detection.rpn import RegionProposalNetwork, RPNHead
 
 from oanet.config import ModelConfig, RoIHeadsConfig, RPNConfig
 from oanet.errors import ConfigError
+from oanet.model.autocast import full_precision, keep_geometry_float32
 from oanet.model.backbone import OANetBackbone
 from oanet.model.poolers import build_roi_pool
 from oanet.model.srm import (
@@ -101,6 +102,7 @@ def resample_to_original(
     and resizing again) keeps the peak memory at ``C x H x W`` of the original image. ``image_size``
     is the resized, unpadded image inside the padded batch.
     """
+    logits = full_precision(logits)  # pixel coordinates need float32 (bfloat16: 8 significant bits)
     (h, w), (oh, ow) = image_size, original_size
     fh, fw = logits.shape[-2:]
     device, dtype = logits.device, logits.dtype
@@ -126,6 +128,7 @@ def stuff_labels(
     ``grid_sample`` call as :func:`resample_to_original` (which computes each output pixel on its own),
     so the labels are those of the full-resolution argmax, up to float rounding at exact ties.
     """
+    logits = full_precision(logits)
     (h, w), (oh, ow) = image_size, original_size
     fh, fw = logits.shape[-2:]
     device, dtype = logits.device, logits.dtype
@@ -171,6 +174,7 @@ class OANet(nn.Module):
         channels = self.backbone.out_channels
         self.rpn = build_rpn(cfg.rpn, channels)
         self.roi_heads = build_roi_heads(cfg.roi_heads, channels, cfg.num_thing_classes)
+        keep_geometry_float32(self.rpn, self.roi_heads)  # under autocast (docs/model.md)
         try:
             num_classes = num_channels(cfg.num_thing_classes, cfg.num_stuff_classes, cfg.stuff_head.classes)
         except ValueError as exc:
@@ -273,7 +277,9 @@ class OANet(nn.Module):
                     "selected": selected[i],
                     # The stuff branch at stride 4 over the resized image (softmax it for probabilities),
                     # and its argmax at the original size, which is what fusion needs.
-                    "sem_seg_logits": stuff_logits[i, :, : -(-h // STUFF_STRIDE), : -(-w // STUFF_STRIDE)],
+                    "sem_seg_logits": full_precision(
+                        stuff_logits[i, :, : -(-h // STUFF_STRIDE), : -(-w // STUFF_STRIDE)]
+                    ),
                     "sem_seg_labels": stuff_labels(stuff_logits[i], (h, w), original_sizes[i], STUFF_STRIDE),
                 }
             )
@@ -303,7 +309,7 @@ class OANet(nn.Module):
             labels = det["labels"].index_select(0, index)
             kept.append((index, soft, binary, labels))
             occupancies.append(occupancy_map(binary, labels, self.num_thing_classes))
-        probs = self.srm(torch.stack(occupancies)).softmax(1)
+        probs = full_precision(self.srm(torch.stack(occupancies))).softmax(1)
         ranks = []
         for i, (det, (index, soft, binary, labels)) in enumerate(zip(detections, kept)):
             rank = ranking_scores(probs[i], binary, labels, soft_masks=soft)

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from oanet.model.autocast import full_precision
 from oanet.model.stuff_head import masked_cross_entropy
 
 SRM_KERNELS = ("1x1", "3x3", "gcn7")
@@ -110,6 +111,7 @@ def paste_masks_at_stride(mask_probs: Tensor, boxes: Tensor, size: tuple[int, in
     ``(i, j)`` of the canvas has its centre at ``((j + .5) * stride, (i + .5) * stride)`` in network
     input coordinates and samples the mask there; outside the box the value is 0.
     """
+    mask_probs = full_precision(mask_probs)  # pixel coordinates need float32
     n = mask_probs.shape[0]
     h, w = size
     if n == 0 and not torch.jit.is_tracing():  # the traced (ONNX) graph takes the general path, fine for 0
@@ -132,6 +134,7 @@ def ranking_scores(probs: Tensor, masks: Tensor, labels: Tensor, soft_masks: Ten
     binary mask has no pixel at this resolution (a very small object at stride 4) falls back to the
     mean weighted by ``soft_masks`` (its mask probabilities) when given, else gets 0.
     """
+    probs = full_precision(probs)  # means over thousands of pixels: float32 sums
     n = masks.shape[0]
     if n == 0 and not torch.jit.is_tracing():  # as in paste_masks_at_stride
         return probs.new_zeros((0,))

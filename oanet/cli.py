@@ -7,7 +7,7 @@ import importlib
 import sys
 
 # name -> module under oanet.commands; order is the order shown in --help.
-COMMANDS = ("demo", "ablate", "synth", "train", "evaluate", "predict", "pq")
+COMMANDS = ("demo", "ablate", "synth", "train", "evaluate", "predict", "export", "pq")
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict]:

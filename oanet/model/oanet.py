@@ -299,17 +299,21 @@ class OANet(nn.Module):
         size = (padded_size[0] // stride, padded_size[1] // stride)
         kept, occupancies = [], []
         for det, keep in zip(detections, selected):
-            soft = paste_masks_at_stride(det["masks"][keep, 0], det["boxes"][keep], size, stride)
+            # Indices, index_select and scatter rather than boolean masks: the same values, and the
+            # ONNX export (oanet.export) traces this method as it is.
+            index = keep.nonzero().squeeze(1)
+            soft = paste_masks_at_stride(
+                det["masks"][:, 0].index_select(0, index), det["boxes"].index_select(0, index), size, stride
+            )
             binary = soft > 0.5
-            labels = det["labels"][keep]
-            kept.append((keep, soft, binary, labels))
+            labels = det["labels"].index_select(0, index)
+            kept.append((index, soft, binary, labels))
             occupancies.append(occupancy_map(binary, labels, self.num_thing_classes))
         probs = full_precision(self.srm(torch.stack(occupancies))).softmax(1)
         ranks = []
-        for i, (det, (keep, soft, binary, labels)) in enumerate(zip(detections, kept)):
-            rank = det["scores"].new_zeros(det["scores"].shape)
-            rank[keep] = ranking_scores(probs[i], binary, labels, soft_masks=soft)
-            ranks.append(rank)
+        for i, (det, (index, soft, binary, labels)) in enumerate(zip(detections, kept)):
+            rank = ranking_scores(probs[i], binary, labels, soft_masks=soft)
+            ranks.append(torch.zeros_like(det["scores"]).scatter(0, index, rank))
         return ranks
 
 def build_model(cfg: ModelConfig) -> OANet:

@@ -31,12 +31,13 @@ class AlignedMultiScaleRoIAlign(MultiScaleRoIAlign):
             self.scales, self.map_levels = _scales_and_mapper(
                 features, image_shapes, self.canonical_scale, self.canonical_level
             )
+        # shape[0], not len(): the ONNX export traces this, and a trace freezes len() as a constant.
         rois = torch.cat(
-            [torch.cat([b.new_full((len(b), 1), i), b], dim=1) for i, b in enumerate(boxes)], dim=0
+            [torch.cat([b.new_full((b.shape[0], 1), i), b], dim=1) for i, b in enumerate(boxes)], dim=0
         )
         levels = self.map_levels(boxes)
         first = features[0]
-        result = first.new_zeros((len(rois), first.shape[1]) + tuple(self.output_size))
+        result = first.new_zeros((rois.shape[0], first.shape[1]) + tuple(self.output_size))
         for level, (feature, scale) in enumerate(zip(features, self.scales)):
             index = torch.where(levels == level)[0]
             pooled = roi_align(

@@ -97,8 +97,10 @@ def occupancy_map(masks: Tensor, labels: Tensor, num_classes: int) -> Tensor:
     ``masks``: ``N x h x w`` binary; ``labels``: ``N`` thing indices 0..T-1.
     """
     h, w = masks.shape[-2:]
-    occupancy = masks.new_zeros((num_classes, h * w), dtype=torch.float32)
-    occupancy.index_add_(0, labels, masks.reshape(masks.shape[0], h * w).to(torch.float32))
+    flat = masks.flatten(1).to(torch.float32)
+    # scatter_add rather than index_add_: the same sums, and ONNX export maps it to ScatterElements
+    # (reduction "add"), while its index_add_ ignores repeated labels (two instances of one class).
+    occupancy = flat.new_zeros((num_classes, h * w)).scatter_add_(0, labels[:, None].expand_as(flat), flat)
     return occupancy.clamp_(max=1.0).reshape(num_classes, h, w)
 
 
@@ -112,7 +114,7 @@ def paste_masks_at_stride(mask_probs: Tensor, boxes: Tensor, size: tuple[int, in
     mask_probs = full_precision(mask_probs)  # pixel coordinates need float32
     n = mask_probs.shape[0]
     h, w = size
-    if n == 0:
+    if n == 0 and not torch.jit.is_tracing():  # the traced (ONNX) graph takes the general path, fine for 0
         return mask_probs.new_zeros((0, h, w))
     device, dtype = mask_probs.device, mask_probs.dtype
     ys = (torch.arange(h, device=device, dtype=dtype) + 0.5) * stride
@@ -134,7 +136,7 @@ def ranking_scores(probs: Tensor, masks: Tensor, labels: Tensor, soft_masks: Ten
     """
     probs = full_precision(probs)  # means over thousands of pixels: float32 sums
     n = masks.shape[0]
-    if n == 0:
+    if n == 0 and not torch.jit.is_tracing():  # as in paste_masks_at_stride
         return probs.new_zeros((0,))
     own = probs[labels]  # N x h x w: S_{i,j,cls}
     weights = masks.to(probs.dtype)

@@ -1,0 +1,87 @@
+"""``OnnxPredictor``: an exported OANet on onnxruntime, with the numpy fusion. No torch here.
+
+::
+
+    from oanet.runtime import OnnxPredictor
+    result = OnnxPredictor("model.onnx")("street.jpg")  # a PanopticResult, as oanet.Predictor gives
+
+The ``.onnx`` file written by ``oanet export`` is all it needs: the label space, the fusion settings
+and the preprocessing come from its metadata (:mod:`oanet.runtime.metadata`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+from oanet.base_predictor import BasePredictor, Fused, check_order, check_score_thresh
+from oanet.data.images import to_float_chw
+from oanet.errors import ConfigError
+from oanet.runtime.fusion import fuse_selected
+from oanet.runtime.metadata import INPUTS, OUTPUTS, DeployInfo, read_metadata, require
+from oanet.runtime.paste import paste_masks
+
+
+def load_session(path: Path, providers: Optional[Sequence[Any]], threads: Optional[int]):
+    """An onnxruntime InferenceSession; one-line errors for a missing runtime, file or bad model."""
+    ort = require("onnxruntime", "the ONNX runtime (OnnxPredictor, --onnx)")
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: ONNX model not found")
+    options = ort.SessionOptions()
+    if threads is not None:
+        if threads < 1:
+            raise ConfigError(f"threads must be >= 1, got {threads}")
+        options.intra_op_num_threads = int(threads)
+    try:
+        return ort.InferenceSession(str(path), options, providers=list(providers or ["CPUExecutionProvider"]))
+    except Exception as exc:  # onnxruntime raises its own Fail / InvalidGraph / ... types
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise ConfigError(f"{path}: onnxruntime cannot load this model ({type(exc).__name__}: {first})") from None
+
+
+class OnnxPredictor(BasePredictor):
+    """Image in, :class:`~oanet.result.PanopticResult` out, on onnxruntime (see :class:`BasePredictor`).
+
+    ``OnnxPredictor(path, order="srm", score_thresh=None, providers=None)``: ``path`` is a file of
+    ``oanet export``; ``order`` and ``score_thresh`` mean what they mean for :class:`oanet.Predictor`
+    (the threshold is a graph input, so any value works without a new export); ``providers`` are
+    onnxruntime execution providers (default ``["CPUExecutionProvider"]``); ``threads`` caps
+    onnxruntime's intra-op threads (default: its own choice, one per physical core).
+    """
+
+    def __init__(self, path: str | Path, order: str = "srm", score_thresh: Optional[float] = None,
+                 providers: Optional[Sequence[Any]] = None, *, threads: Optional[int] = None) -> None:
+        check_order(order), check_score_thresh(score_thresh)  # before the (slow) session load
+        self.path = Path(path)
+        self.session = load_session(self.path, providers, threads)
+        info = read_metadata(self.session.get_modelmeta().custom_metadata_map, self.path)
+        names = ([i.name for i in self.session.get_inputs()], [o.name for o in self.session.get_outputs()])
+        if names != (list(INPUTS), list(OUTPUTS)):
+            raise ConfigError(f"{self.path}: graph inputs/outputs {names} are not those of this oanet version")
+        self.info: DeployInfo = info
+        self.cfg = info.config  # as oanet.Predictor.cfg: the config of the exported checkpoint
+        super().__init__(info.label_space, info.fusion, info.stuff_classes, min_size=info.min_size,
+                         max_size=info.max_size, order=order, score_thresh=score_thresh)
+
+    def run(self, rgb: np.ndarray) -> dict[str, np.ndarray]:
+        """The graph's outputs (docs/deploy.md) for one ``HxWx3`` RGB array, by output name."""
+        feed = {"image": to_float_chw(rgb), "score_thresh": np.array(self.score_thresh, dtype=np.float32)}
+        return dict(zip(OUTPUTS, self.session.run(list(OUTPUTS), feed)))
+
+    def fuse_outputs(self, outputs: dict[str, np.ndarray], orders: Sequence[str]) -> Fused:
+        """Paste the selected detections' masks at the input size and fuse them in each order."""
+        height, width = outputs["sem_seg_labels"].shape
+        keep = np.flatnonzero(outputs["selected"])
+        masks = paste_masks(outputs["mask_probs"][keep], outputs["boxes"][keep], height, width)
+        return fuse_selected(masks, outputs["labels"][keep], outputs["scores"][keep], outputs["ranking_scores"][keep],
+                             outputs["sem_seg_labels"], self.label_space, self.stuff_classes, self.fusion, orders)
+
+    def _fuse_batch(self, rgbs: Sequence[np.ndarray], orders: Sequence[str]) -> list[Fused]:
+        # One image per run: the graph takes one image of any size (no padding to a common size).
+        return [self.fuse_outputs(self.run(rgb), orders) for rgb in rgbs]
+
+    def __repr__(self) -> str:
+        return (f"OnnxPredictor({str(self.path)!r}, order={self.order!r}, score_thresh={self.score_thresh}, "
+                f"providers={self.session.get_providers()})")

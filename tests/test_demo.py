@@ -249,6 +249,17 @@ def test_report_from_hand_made_numbers(tmp_path):
     assert plot_losses([], tmp_path / "none.png") is None
 
 
+@pytest.mark.slow
+def test_demo_with_a_time_budget_trains_the_planned_schedule(tmp_path, demo):
+    """--minutes times a few iterations in a scratch folder, then trains the plan from the start."""
+    proc = run_cli("demo", "--quick", "--minutes", "0.05", "--out", str(tmp_path / "d"), "--data", str(demo / "data"),
+                   cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    plan = json.loads((tmp_path / "d" / "train" / "demo_schedule.json").read_text())
+    assert json.loads((tmp_path / "d" / "report.json").read_text())["run"]["iterations"] == plan["max_iter"]
+    assert not (tmp_path / "d" / "train_timing").exists()
+
+
 def test_schedule_scaling_and_logged_training_time():
     from oanet.config import Config
     from oanet.engine.demo import scale_schedule, training_seconds

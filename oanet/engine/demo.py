@@ -31,6 +31,7 @@ from typing import Any, Mapping, Optional, Sequence
 
 from oanet.config import Config, SplitConfig, load_config
 from oanet.errors import ConfigError, DataError, make_dir
+from oanet.fileio import write_json_atomic
 
 PRESET = "synthetic_cpu.yaml"
 # Benchmark sizes: the full demo uses the generator's own defaults; --quick a handful of small images.
@@ -163,10 +164,12 @@ def training_seconds(metrics: Sequence[Mapping]) -> float:
 def train_for(cfg: Config, minutes: Optional[float], log=print) -> tuple[Config, dict]:
     """Train ``cfg``, resuming a previous run in its output folder.
 
-    With ``minutes``, a fresh run first trains ``CALIBRATION_ITERS`` iterations, measures the time per
-    iteration and then continues to the iteration count that fits the budget (LR steps scaled to it).
-    The plan is saved, so a resumed run keeps the same schedule.
+    With ``minutes``, a fresh run first times ``CALIBRATION_ITERS`` iterations in a scratch folder (deleted
+    afterwards), then trains the iteration count that fits the budget from the start, LR steps and
+    warm-up scaled to it. The plan is saved, so a resumed run keeps the same schedule.
     """
+    import shutil
+
     from oanet.engine.train import train
 
     out = Path(cfg.output_dir)
@@ -178,16 +181,21 @@ def train_for(cfg: Config, minutes: Optional[float], log=print) -> tuple[Config,
             raise ConfigError(f"--minutes must be positive, got {minutes}")
         calibration = min(CALIBRATION_ITERS, cfg.solver.max_iter)
         log(f"[2/4] timing {calibration} iterations to fit training into {minutes:g} min")
-        probe = scale_schedule(cfg, cfg.solver.max_iter)  # same schedule shape, so the run continues smoothly
+        # The timing run has its own folder: the planned run's warm-up and LR steps differ from any
+        # schedule the timing run could store, and a resumed run must keep one schedule.
+        scratch = out.parent / f"{out.name}_timing"
+        probe = dataclasses.replace(cfg, output_dir=str(scratch),
+                                    solver=dataclasses.replace(cfg.solver, max_iter=calibration))
         started = time.perf_counter()
-        train(dataclasses.replace(probe, solver=dataclasses.replace(probe.solver, max_iter=calibration)), resume=True)
+        train(probe, resume=True)
         # The logged iteration times leave out start-up (reading annotations, building the model).
-        logged = training_seconds(read_metrics(out / "metrics.jsonl"))
+        logged = training_seconds(read_metrics(scratch / "metrics.jsonl"))
         seconds_per_iter = (logged if logged > 0 else time.perf_counter() - started) / calibration
+        shutil.rmtree(scratch, ignore_errors=True)
         max_iter = max(calibration, int(minutes * 60 / seconds_per_iter))
         cfg = scale_schedule(cfg, max_iter)
         out.mkdir(parents=True, exist_ok=True)
-        plan_path.write_text(json.dumps({"max_iter": max_iter, "seconds_per_iter": seconds_per_iter}))
+        write_json_atomic(plan_path, {"max_iter": max_iter, "seconds_per_iter": seconds_per_iter})
         log(f"      {seconds_per_iter:.2f} s/iteration -> {max_iter} iterations")
     log(f"[2/4] training {cfg.solver.max_iter} iterations -> {out}")
     summary = train(cfg, resume=True)

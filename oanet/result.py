@@ -99,6 +99,25 @@ class PanopticResult:
                 f"{len(self.segments) - things} stuff, image_id={self.image_id!r})")
 
 
+def fused_segments(things: Sequence[tuple], stuff: Sequence[tuple], thing_ids: Sequence[int],
+                   stuff_ids: Sequence[int]) -> list[dict]:
+    """The segments a fusion (PyTorch or numpy) returns, from plain Python rows: ``things`` as
+    ``(thing index, detection score, ranking score or None, area)`` in pasting order get ids 1..K,
+    then ``stuff`` as ``(stuff index, area)`` get K+1...; one definition for both fusions."""
+    segments = [
+        {"id": k + 1, "category_id": int(thing_ids[label]), "isthing": True, "score": score, "ranking_score": rank,
+         "area": int(area)}
+        for k, (label, score, rank, area) in enumerate(things)
+    ]
+    first = len(segments) + 1
+    segments += [
+        {"id": first + j, "category_id": int(stuff_ids[index]), "isthing": False, "score": None,
+         "ranking_score": None, "area": int(area)}
+        for j, (index, area) in enumerate(stuff)
+    ]
+    return segments
+
+
 def build_result(
     ids: np.ndarray,
     segments: Sequence[Mapping],

@@ -32,6 +32,7 @@ from torch import Tensor
 
 from oanet.config import FusionConfig
 from oanet.data.labels import LabelSpace, channel_to_stuff_index
+from oanet.result import fused_segments
 
 
 def category_ids(label_space: LabelSpace) -> tuple[list[int], list[int]]:
@@ -182,17 +183,13 @@ def panoptic_fusion(
 
     kept_order = order[kept]
     # One transfer per column instead of a host sync per instance.
-    rows = zip(
+    things = list(zip(
         labels[kept_order].tolist(),
         det_scores[kept_order].tolist(),
         ranking_scores[kept_order].tolist() if ranking_scores is not None else [None] * len(kept_order),
         thing_areas[kept].tolist(),
-    )
-    segments: list[dict] = [
-        {"id": k + 1, "category_id": thing_ids[label], "isthing": True, "score": score, "ranking_score": rank,
-         "area": int(area)}
-        for k, (label, score, rank, area) in enumerate(rows)
-    ]
+    ))
+    stuff_rows: list = []
 
     # Stuff fills what the instances left.
     table = torch.from_numpy(channel_to_stuff_index(len(thing_ids), len(stuff_ids), stuff_classes)).to(device)
@@ -202,16 +199,12 @@ def panoptic_fusion(
         areas = torch.bincount(stuff.reshape(-1) + 1, minlength=num_stuff + 1)[1:]
         big = areas >= max(stuff_area_limit(cfg, h, w), 1)
         classes = big.nonzero().squeeze(1)
-        first_id = len(segments) + 1
+        first_id = len(things) + 1
         stuff_segment_id = torch.zeros(num_stuff, dtype=torch.long, device=device)
         stuff_segment_id[classes] = torch.arange(first_id, first_id + len(classes), device=device)
         ids = ids + _shifted_lookup(stuff_segment_id, stuff)  # the two are never both non-zero
-        for j, (s, area) in enumerate(zip(classes.tolist(), areas[classes].tolist())):
-            segments.append(
-                {"id": first_id + j, "category_id": stuff_ids[s], "isthing": False, "score": None,
-                 "ranking_score": None, "area": int(area)}
-            )
-    return ids.to(torch.int32), segments
+        stuff_rows = list(zip(classes.tolist(), areas[classes].tolist()))
+    return ids.to(torch.int32), fused_segments(things, stuff_rows, thing_ids, stuff_ids)
 
 
 def _shifted_lookup(values: Tensor, index: Tensor) -> Tensor:

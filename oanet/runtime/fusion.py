@@ -16,6 +16,7 @@ import numpy as np
 
 from oanet.config import FusionConfig
 from oanet.data.labels import LabelSpace, channel_to_stuff_index
+from oanet.result import fused_segments
 
 ORDER_SCORES = {"score": "scores", "srm": "ranking_scores"}
 
@@ -131,17 +132,13 @@ def panoptic_fusion(
     thing_areas = np.bincount(owner[owner >= 0], minlength=len(order))
 
     kept_order = order[kept]
-    rows = zip(
+    things = list(zip(
         labels[kept_order].tolist(),
         det_scores[kept_order].tolist(),
         ranking_scores[kept_order].tolist() if ranking_scores is not None else [None] * len(kept_order),
         thing_areas[kept].tolist(),
-    )
-    segments: list[dict] = [
-        {"id": k + 1, "category_id": thing_ids[label], "isthing": True, "score": score, "ranking_score": rank,
-         "area": int(area)}
-        for k, (label, score, rank, area) in enumerate(rows)
-    ]
+    ))
+    stuff_rows: list = []
 
     # Stuff fills what the instances left.
     table = channel_to_stuff_index(len(thing_ids), len(stuff_ids), stuff_classes)
@@ -153,17 +150,13 @@ def panoptic_fusion(
         # torch compares the int64 areas with the Python float limit in float32.
         big = areas.astype(np.float32) >= np.float32(max(stuff_area_limit(cfg, h, w), 1))
         classes = np.flatnonzero(big)
-        first_id = len(segments) + 1
+        first_id = len(things) + 1
         stuff_segment_id = np.zeros(num_stuff, dtype=np.int64)
         stuff_segment_id[classes] = np.arange(first_id, first_id + len(classes))
         fill = np.where(valid, stuff_segment_id[np.maximum(stuff, 0)], 0).reshape(h, w)
         ids = np.where(fill > 0, fill, ids)
-        for j, (s, area) in enumerate(zip(classes.tolist(), areas[classes].tolist())):
-            segments.append(
-                {"id": first_id + j, "category_id": stuff_ids[s], "isthing": False, "score": None,
-                 "ranking_score": None, "area": int(area)}
-            )
-    return ids.astype(np.int32), segments
+        stuff_rows = list(zip(classes.tolist(), areas[classes].tolist()))
+    return ids.astype(np.int32), fused_segments(things, stuff_rows, thing_ids, stuff_ids)
 
 
 def fuse_selected(

@@ -330,3 +330,16 @@ def test_other_model_variants_export_without_code_changes(variant):
         if model.srm is None:
             assert np.array_equal(raw["ranking_scores"], raw["scores"])  # without the SRM, the detection score
     assert len(raw["scores"]) < len(all_scores)
+
+
+def test_cli_default_opset_is_the_runtime_default_and_building_the_cli_stays_light():
+    import subprocess
+    import sys
+
+    from oanet.commands import export
+    from oanet.runtime.metadata import DEFAULT_OPSET
+
+    assert export.DEFAULT_OPSET == DEFAULT_OPSET
+    code = "import sys, oanet.cli; oanet.cli.build_parser(); print(sorted(m for m in ('numpy', 'oanet.runtime', 'torch') if m in sys.modules))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip() == "[]", done.stderr

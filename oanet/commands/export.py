@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 HELP = "export a checkpoint to one ONNX file (network + SRM ranking scores) for oanet.runtime / --onnx"
+# oanet.runtime.metadata.DEFAULT_OPSET, kept literal so that building the CLI (`oanet --help`, `oanet pq`)
+# imports nothing of the runtime; a test keeps the two equal.
+DEFAULT_OPSET = 17
 
 
 def add_arguments(parser) -> None:
-    from oanet.runtime.metadata import DEFAULT_OPSET
-
     parser.add_argument("--checkpoint", required=True, help="model_final.pth or last.pth written by `oanet train`")
     parser.add_argument("--out", required=True, help="the .onnx file to write")
     parser.add_argument("--opset", type=int, default=DEFAULT_OPSET,

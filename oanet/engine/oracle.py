@@ -19,7 +19,6 @@ import numpy as np
 import torch
 
 from oanet.base_predictor import BasePredictor, Fused
-from oanet.data.images import to_float_chw
 from oanet.engine.predictor import Predictor
 from oanet.errors import DataError
 from oanet.evaluation.oracle import IOU_THRESH, ORACLE, DepthTruth, oracle_scores
@@ -73,11 +72,9 @@ class OraclePredictor(BasePredictor):
     def _fuse_batch(self, rgbs: Sequence[np.ndarray], orders: Sequence[str]) -> list[Fused]:
         from oanet.model.fusion import fuse
 
-        device = self.device
-        images = [torch.from_numpy(to_float_chw(rgb)).to(device, non_blocking=True) for rgb in rgbs]
         fused = []
         with torch.inference_mode():
-            outputs = self.model(images, score_thresh=self.score_thresh)
+            outputs = self.predictor.forward_arrays(rgbs)
             for output, image_id in zip(outputs, self._image_ids or [None] * len(outputs)):
                 extra = {ORACLE: self._oracle_scores(output, image_id)} if ORACLE in orders else {}
                 fused.append(fuse(output, self.label_space, self.stuff_classes, self.fusion, orders, order_scores=extra))

@@ -69,14 +69,19 @@ class Predictor(BasePredictor):
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
+    def forward_arrays(self, rgbs: Sequence[np.ndarray]) -> list[dict]:
+        """The network's raw outputs (docs/design.md) for ``HxWx3`` RGB arrays, with this predictor's
+        threshold, precision and device (call under ``torch.inference_mode()``)."""
+        device = self.device
+        images = [torch.from_numpy(to_float_chw(rgb)).to(device, non_blocking=True) for rgb in rgbs]
+        with autocast(self.precision, device.type):
+            return self.model(images, score_thresh=self.score_thresh)
+
     def _fuse_batch(self, rgbs: Sequence[np.ndarray], orders: Sequence[str]) -> list[Fused]:
         from oanet.model.fusion import fuse
 
-        device = self.device
-        images = [torch.from_numpy(to_float_chw(rgb)).to(device, non_blocking=True) for rgb in rgbs]
         with torch.inference_mode():
-            with autocast(self.precision, device.type):
-                outputs = self.model(images, score_thresh=self.score_thresh)
-            fused = [fuse(output, self.label_space, self.stuff_classes, self.fusion, orders) for output in outputs]
+            fused = [fuse(output, self.label_space, self.stuff_classes, self.fusion, orders)
+                     for output in self.forward_arrays(rgbs)]
         return [{order: (ids.cpu().numpy(), segments) for order, (ids, segments) in per_image.items()}
                 for per_image in fused]

@@ -91,7 +91,8 @@ def test_the_srm_ranks_exactly_the_detections_fusion_pastes(tiny_checkpoint, tes
     base(test_images[0])
     scores = outputs[-1]["scores"]
     thresh = float(scores.median())
-    strict = Predictor(base.model, base.cfg, base.label_space, score_thresh=thresh)
+    strict = Predictor.from_checkpoint(tiny_checkpoint, score_thresh=thresh)
+    strict.model.register_forward_hook(lambda module, args, out: outputs.append(out[0]))
     # A different threshold in the model's own config must not matter: the predictor's is passed on.
     strict.model.cfg.fusion.score_thresh = 0.99
     result = strict(test_images[0])
@@ -105,7 +106,10 @@ def test_the_srm_ranks_exactly_the_detections_fusion_pastes(tiny_checkpoint, tes
     assert pasted and all(s["score"] >= thresh for s in pasted)
     ranked = {round(v, 6) for v in out["ranking_scores"][out["selected"]].tolist()}
     assert {round(s["ranking_score"], 6) for s in pasted} <= ranked
-    base.model.cfg.fusion.score_thresh = 0.0
+    # The same predictor's model in memory, another threshold: the same rule.
+    loose = Predictor(strict.model, strict.cfg, strict.label_space, score_thresh=0.0)
+    loose(test_images[0])
+    assert bool(outputs[-1]["selected"].all()) and torch.equal(outputs[-1]["ranking_scores"], outputs[0]["ranking_scores"])
 
 
 def test_from_checkpoint_threshold_and_bad_arguments(tiny_checkpoint, tmp_path):

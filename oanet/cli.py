@@ -15,7 +15,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict]:
 
     parser = argparse.ArgumentParser(
         prog="oanet",
-        description="OANet panoptic segmentation: synthetic data, training, evaluation (PQ), prediction.",
+        description="OANet panoptic segmentation: train, evaluate (PQ), predict images and videos, export to ONNX, "
+        "reproduce the paper's ablations on a synthetic occlusion benchmark.",
     )
     parser.add_argument("--version", action="version", version=f"oanet {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

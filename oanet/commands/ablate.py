@@ -13,11 +13,11 @@ def add_arguments(parser) -> None:
     parser.add_argument("--tables", default=None,
                         help="which tables, e.g. 3,5 (default: what OUT was last run with, else 1,2,3,4,5)")
     parser.add_argument("--seeds", type=int, default=None,
-                        help="training seeds per row (default: what OUT was last run with, else 2; 1 with --quick); "
+                        help="training seeds per row (default: what OUT was last run with, else 1); "
                         "tables show mean ± half range")
     parser.add_argument("--minutes-per-run", type=float, default=None,
                         help="training time per network: time the base network, then train every network "
-                        "that many iterations (default: the preset's 120)")
+                        "that many iterations (default: the preset's 400)")
     parser.add_argument("--data", default=None,
                         help="benchmark folder; generated there when absent (default: OUT/data)")
     parser.add_argument("--quick", action="store_true",

@@ -408,7 +408,7 @@ def run_ablation(
 ) -> dict:
     """Run (or continue) an ablation in ``out_dir``; returns ``{"md", "json", "steps", "skipped"}``.
 
-    ``tables`` and ``seeds`` default to what the folder was last run with, else all tables and 2 seeds
+    ``tables`` and ``seeds`` default to what the folder was last run with, else all tables and 1 seed
     (1 with ``quick``).
     """
     from oanet.engine.demo import ensure_benchmark, find_preset
@@ -427,7 +427,7 @@ def run_ablation(
     preset = find_preset(PRESET)
     plan = load_or_make_plan(out_dir, preset, data_dir, minutes_per_run, quick, log)
     tables = list(tables if tables is not None else plan.get("tables", tables_mod.TABLE_NUMBERS))
-    seeds = int(seeds if seeds is not None else plan.get("seeds", 1 if quick else 2))
+    seeds = int(seeds if seeds is not None else plan.get("seeds", 1))
     if (plan.get("tables"), plan.get("seeds")) != (tables, seeds):
         plan.update(tables=tables, seeds=seeds)
         write_json_atomic(out_dir / PLAN, plan, indent=2)

@@ -130,6 +130,29 @@ def seconds_per_iteration(train_dir: Path) -> float:
     return training_seconds(rows) / done if done else float("nan")
 
 
+def trained_iterations(train_dir: Path) -> int:
+    """Iterations in the run's resumable checkpoint (0 when there is none)."""
+    import torch
+
+    last = train_dir / "last.pth"
+    if not last.is_file():
+        return 0
+    return int(torch.load(last, map_location="cpu", weights_only=True)["iteration"])
+
+
+def recorded_points(path: Path) -> dict:
+    """The PQ points an earlier (killed) invocation measured, by iteration."""
+    if not path.is_file():
+        return {}
+    return {int(p["iteration"]): p for p in json.loads(path.read_text())}
+
+
+def write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 def pq_line(results: dict) -> str:
     parts = []
     for order in ("score_order", "srm_order"):
@@ -243,15 +266,23 @@ def main(argv=None) -> int:
     cfg = build_config(args)
     started = time.perf_counter()
     cfg, eval_points = plan(cfg, args, log)
-    eval_seconds, points = 0.0, []
+    evaluation, recorded = None, recorded_points(out / "curve.json")
+    done = trained_iterations(Path(cfg.output_dir))
     for iteration in eval_points:
+        if iteration in recorded and (iteration < eval_points[-1] or done >= iteration):
+            continue  # a resumed run keeps the points it measured (evaluated again only for the final overlays)
+        if iteration < done:
+            log(f"iteration {iteration}: not evaluated, the resumed run is already at iteration {done}")
+            continue
         train_until(cfg, iteration)
         tic = time.perf_counter()
-        point, evaluation = evaluate_now(cfg, out, iteration)
-        points.append(point)
-        eval_seconds += time.perf_counter() - tic
-        log(f"iteration {iteration}: {pq_line(points[-1])}")
-        (out / "curve.json").write_text(json.dumps(points, indent=1))
+        recorded[iteration], evaluation = evaluate_now(cfg, out, iteration)
+        recorded[iteration]["eval_seconds"] = time.perf_counter() - tic
+        log(f"iteration {iteration}: {pq_line(recorded[iteration])}")
+        write_atomic(out / "curve.json", json.dumps([recorded[i] for i in sorted(recorded)], indent=1))
+    if evaluation is None:
+        _, evaluation = evaluate_now(cfg, out, eval_points[-1])  # for the overlays of a finished run
+    points = [recorded[i] for i in sorted(recorded) if i <= eval_points[-1]]
 
     train_dir = Path(cfg.output_dir)
     plot_losses(read_metrics(train_dir / "metrics.jsonl"), out / "loss.png")
@@ -262,14 +293,14 @@ def main(argv=None) -> int:
     spi = seconds_per_iteration(train_dir)
     run = {
         "recipe": args.recipe, "iterations": eval_points[-1], "seconds_per_iter": spi,
-        "train_minutes": spi * eval_points[-1] / 60, "eval_minutes": eval_seconds / 60,
-        "wall_minutes": (time.perf_counter() - started) / 60, "threads": torch.get_num_threads(),
+        "train_minutes": spi * eval_points[-1] / 60, "eval_minutes": sum(p.get("eval_seconds", 0.0) for p in points) / 60,
+        "threads": torch.get_num_threads(),
         "device": torch.cuda.get_device_name() if _cuda() and cfg.device != "cpu" else f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)",
         "command": " ".join(sys.argv),
     }
-    (out / "results.json").write_text(json.dumps({"final": points[-1], "curve": points, "run": run}, indent=1))
+    write_atomic(out / "results.json", json.dumps({"final": points[-1], "curve": points, "run": run}, indent=1))
     summary = write_summary(out, cfg, points, run)
-    log(f"done in {run['wall_minutes']:.1f} min: {pq_line(points[-1])}; {summary}")
+    log(f"done ({(time.perf_counter() - started) / 60:.1f} min in this invocation): {pq_line(points[-1])}; {summary}")
     return 0
 
 

@@ -105,3 +105,36 @@ def test_gpu_check_refuses_to_run_without_a_gpu_unless_dry(tmp_path):
                           cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)), capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode == 2 and "no CUDA device" in proc.stderr
+
+
+@pytest.mark.slow
+def test_overfit_coco16_smoke_and_resume(coco16, tmp_path, monkeypatch):
+    """benchmarks/overfit_coco16.py at tiny sizes on the real sample. A run killed while evaluating
+    iteration 4 continues: the point of iteration 2 is kept, not measured again with a later model."""
+    import overfit_coco16
+
+    out = tmp_path / "overfit"
+    tiny = ["--data", str(coco16), "--out", str(out), "--iters", "6", "--eval-every", "2", "--size", "96",
+            "--max-size", "128", "--device", "cpu", "model.rpn.post_nms_top_n_test=50",
+            "model.roi_heads.detections_per_img=20"]
+    evaluate_now = overfit_coco16.evaluate_now
+
+    def killed_at_4(cfg, out_dir, iteration):
+        if iteration == 4:
+            raise KeyboardInterrupt
+        return evaluate_now(cfg, out_dir, iteration)
+
+    monkeypatch.setattr(overfit_coco16, "evaluate_now", killed_at_4)
+    with pytest.raises(KeyboardInterrupt):
+        overfit_coco16.main(tiny)
+    (first,) = json.loads((out / "curve.json").read_text())
+    assert first["iteration"] == 2
+    (out / "eval_2" / "results.json").unlink()  # evaluating iteration 2 again would write it again
+    monkeypatch.setattr(overfit_coco16, "evaluate_now", evaluate_now)
+    assert overfit_coco16.main(tiny) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert [p["iteration"] for p in results["curve"]] == [2, 4, 6]
+    assert results["curve"][0] == first and not (out / "eval_2" / "results.json").exists()
+    for order in ("score_order", "srm_order"):
+        assert 0.0 <= results["final"][order]["All"]["pq"] <= 1.0
+    assert (out / "pq.png").is_file() and (out / "summary.md").read_text().count("\n| ") >= 4

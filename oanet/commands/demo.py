@@ -13,7 +13,7 @@ def add_arguments(parser) -> None:
                         help="training time budget: time a few iterations, then train as many as fit "
                         "(learning-rate steps scaled); default: the preset's iteration count")
     parser.add_argument("--quick", action="store_true",
-                        help="smoke test: a few tiny images and 3 iterations (numbers are meaningless)")
+                        help="smoke test: a few tiny images and 2 iterations (numbers are meaningless)")
 
 
 def run(args) -> int:

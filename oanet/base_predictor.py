@@ -83,9 +83,11 @@ class BasePredictor:
         return ORDERS if self.order == "both" else (self.order,)
 
     # -- the one method a backend implements ---------------------------------------------------
-    def _fuse_batch(self, rgbs: Sequence[np.ndarray], orders: Sequence[str]) -> list[Fused]:
+    def _fuse_batch(self, rgbs: Sequence[np.ndarray], orders: Sequence[str],
+                    image_ids: Sequence[Any]) -> list[Fused]:
         """``HxWx3`` uint8 or float32 (0..1) RGB arrays -> per image ``{order: (ids, segments)}``;
-        ``ids`` an ``HxW`` int32 numpy array at the input's size, ``segments`` fusion's dicts."""
+        ``ids`` an ``HxW`` int32 numpy array at the input's size, ``segments`` fusion's dicts.
+        ``image_ids`` (``None`` for a bare image) matter only to predictors that look the image up."""
         raise NotImplementedError
 
     # -- public API ------------------------------------------------------------------------------
@@ -125,7 +127,7 @@ class BasePredictor:
             check_resizable(rgb.shape[0], rgb.shape[1], self.min_size, self.max_size, name)
         if not rgbs:
             return []
-        fused = self._fuse_batch(rgbs, tuple(orders or self.orders))
+        fused = self._fuse_batch(rgbs, tuple(orders or self.orders), [image_id for image_id, _ in names])
         return [
             {order: build_result(ids, segments, self.categories, order, image_id, file_name)
              for order, (ids, segments) in per_image.items()}

@@ -28,7 +28,7 @@ class HandMadePredictor(BasePredictor):
         super().__init__(LABELS, FusionConfig(), "all", min_size=8, max_size=64, order=order)
         self.batches = []
 
-    def _fuse_batch(self, rgbs, orders):
+    def _fuse_batch(self, rgbs, orders, image_ids):
         self.batches.append(len(rgbs))
         out = []
         for rgb in rgbs:

@@ -13,7 +13,7 @@ is an error.
 
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -37,7 +37,6 @@ class OraclePredictor(BasePredictor):
         self.predictor = predictor
         self.truth = truth
         self.iou_thresh = float(iou_thresh)
-        self._image_ids: Optional[list] = None
 
     @property
     def orders(self) -> tuple[str, ...]:
@@ -55,27 +54,16 @@ class OraclePredictor(BasePredictor):
     def device(self) -> torch.device:
         return self.predictor.device
 
-    def predict_arrays(self, rgbs: Sequence[np.ndarray], names: Optional[Sequence[tuple[Any, Optional[str]]]] = None,
-                       where: Optional[Sequence[str]] = None, orders: Optional[Sequence[str]] = None) -> list[dict]:
-        # BasePredictor hands _fuse_batch the pixels only; the oracle also needs to know which image.
-        ids = [image_id for image_id, _ in names] if names is not None else [None] * len(rgbs)
-        if orders is not None and ORACLE not in orders:
-            ids = [None] * len(rgbs)  # no oracle asked for: nothing to look up
-        elif any(image_id is None for image_id in ids):
-            raise DataError("the oracle order needs each image's id (run it through oanet.engine.evaluate)")
-        self._image_ids = ids
-        try:
-            return super().predict_arrays(rgbs, names, where, orders)
-        finally:
-            self._image_ids = None
-
-    def _fuse_batch(self, rgbs: Sequence[np.ndarray], orders: Sequence[str]) -> list[Fused]:
+    def _fuse_batch(self, rgbs: Sequence[np.ndarray], orders: Sequence[str],
+                    image_ids: Sequence[Any]) -> list[Fused]:
         from oanet.model.fusion import fuse
 
+        if ORACLE in orders and any(image_id is None for image_id in image_ids):
+            raise DataError("the oracle order needs each image's id (run it through oanet.engine.evaluate)")
         fused = []
         with torch.inference_mode():
             outputs = self.predictor.forward_arrays(rgbs)
-            for output, image_id in zip(outputs, self._image_ids or [None] * len(outputs)):
+            for output, image_id in zip(outputs, image_ids):
                 extra = {ORACLE: self._oracle_scores(output, image_id)} if ORACLE in orders else {}
                 fused.append(fuse(output, self.label_space, self.stuff_classes, self.fusion, orders, order_scores=extra))
         return [{order: (ids.cpu().numpy(), segments) for order, (ids, segments) in per_image.items()}

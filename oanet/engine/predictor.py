@@ -77,7 +77,8 @@ class Predictor(BasePredictor):
         with autocast(self.precision, device.type):
             return self.model(images, score_thresh=self.score_thresh)
 
-    def _fuse_batch(self, rgbs: Sequence[np.ndarray], orders: Sequence[str]) -> list[Fused]:
+    def _fuse_batch(self, rgbs: Sequence[np.ndarray], orders: Sequence[str],
+                    image_ids: Sequence[Any]) -> list[Fused]:
         from oanet.model.fusion import fuse
 
         with torch.inference_mode():

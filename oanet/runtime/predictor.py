@@ -78,7 +78,8 @@ class OnnxPredictor(BasePredictor):
         return fuse_selected(masks, outputs["labels"][keep], outputs["scores"][keep], outputs["ranking_scores"][keep],
                              outputs["sem_seg_labels"], self.label_space, self.stuff_classes, self.fusion, orders)
 
-    def _fuse_batch(self, rgbs: Sequence[np.ndarray], orders: Sequence[str]) -> list[Fused]:
+    def _fuse_batch(self, rgbs: Sequence[np.ndarray], orders: Sequence[str],
+                    image_ids: Sequence[Any]) -> list[Fused]:
         # One image per run: the graph takes one image of any size (no padding to a common size).
         return [self.fuse_outputs(self.run(rgb), orders) for rgb in rgbs]
 

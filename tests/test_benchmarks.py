@@ -138,3 +138,15 @@ def test_overfit_coco16_smoke_and_resume(coco16, tmp_path, monkeypatch):
     for order in ("score_order", "srm_order"):
         assert 0.0 <= results["final"][order]["All"]["pq"] <= 1.0
     assert (out / "pq.png").is_file() and (out / "summary.md").read_text().count("\n| ") >= 4
+
+
+def test_bench_flops_parts_counts_the_panoptic_parts(tmp_path):
+    """The stuff head's FLOPs scale with its width; the SRM's do not depend on it."""
+    import bench_flops_parts
+
+    out = tmp_path / "parts.json"
+    assert bench_flops_parts.main(["--preset", "tiny", "--channels", "16", "32", "--json", str(out)]) == 0
+    narrow, wide = json.loads(out.read_text())
+    assert (narrow["stuff_head_channels"], wide["stuff_head_channels"]) == (16, 32)
+    assert wide["stuff_head"] > 2 * narrow["stuff_head"] > 0  # the 3x3 convs between widths grow ~4x
+    assert wide["srm"] == narrow["srm"] > 0

@@ -18,7 +18,6 @@ from collections import OrderedDict
 from pathlib import Path
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -26,12 +25,6 @@ import bench_overhead  # noqa: E402  (a sibling script, not a package)
 
 from oanet.model.oanet import OANet  # noqa: E402
 from oanet.model.stuff_head import LEVELS  # noqa: E402
-
-
-def gflops(fn) -> float:
-    with FlopCounterMode(display=False) as counter:
-        fn()
-    return counter.get_total_flops() / 1e9
 
 
 def part_gflops(preset_name: str, channels: int | None = None) -> dict:
@@ -50,7 +43,8 @@ def part_gflops(preset_name: str, channels: int | None = None) -> dict:
     occupancy = torch.zeros(1, preset.things, h // stride, w // stride)
     with torch.no_grad():
         return {"preset": preset_name, "stuff_head_channels": cfg.stuff_head.channels,
-                "stuff_head": gflops(lambda: model.stuff_head(features)), "srm": gflops(lambda: model.srm(occupancy))}
+                "stuff_head": bench_overhead.gflops(lambda: model.stuff_head(features)),
+                "srm": bench_overhead.gflops(lambda: model.srm(occupancy))}
 
 
 def main(argv=None) -> int:

@@ -91,6 +91,11 @@ class FusionConfig:
     stuff_area_reference_size: int = 800
 
 
+def stuff_area_limit(cfg: "FusionConfig", height: int, width: int) -> float:
+    """The minimum stuff area in pixels for an image of this size (scaled with the squared short side)."""
+    return cfg.stuff_area_limit * (min(height, width) / cfg.stuff_area_reference_size) ** 2
+
+
 @dataclass
 class ModelConfig:
     # Filled from the dataset's categories when left at 0 (training), and stored in checkpoints.

@@ -257,3 +257,10 @@ def parse_categories(raw: Any, where: str) -> list[Category]:
         )
         for cat, color in zip(raw, colors)
     ]
+
+
+def category_ids(label_space: LabelSpace) -> tuple[list[int], list[int]]:
+    """``(thing COCO ids by thing index, stuff COCO ids by stuff index)`` of a label space."""
+    if not isinstance(label_space, LabelSpace):
+        raise TypeError(f"label_space must be an oanet.data.labels.LabelSpace, got {type(label_space).__name__}")
+    return label_space.thing_ids.tolist(), label_space.stuff_ids.tolist()

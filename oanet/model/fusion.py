@@ -30,21 +30,9 @@ from typing import Any, Mapping, Optional, Sequence
 import torch
 from torch import Tensor
 
-from oanet.config import FusionConfig
-from oanet.data.labels import LabelSpace, channel_to_stuff_index
+from oanet.config import FusionConfig, stuff_area_limit
+from oanet.data.labels import category_ids, channel_to_stuff_index
 from oanet.result import fused_segments
-
-
-def category_ids(label_space: LabelSpace) -> tuple[list[int], list[int]]:
-    """``(thing COCO ids by thing index, stuff COCO ids by stuff index)`` of a label space."""
-    if not isinstance(label_space, LabelSpace):
-        raise TypeError(f"label_space must be an oanet.data.labels.LabelSpace, got {type(label_space).__name__}")
-    return label_space.thing_ids.tolist(), label_space.stuff_ids.tolist()
-
-
-def stuff_area_limit(cfg: FusionConfig, height: int, width: int) -> float:
-    """The minimum stuff area in pixels for an image of this size (scaled with the squared short side)."""
-    return cfg.stuff_area_limit * (min(height, width) / cfg.stuff_area_reference_size) ** 2
 
 
 def paste_order(labels: Tensor, det_scores: Tensor, order_scores: Tensor, per_class: bool = True) -> Tensor:

@@ -34,7 +34,7 @@ def part_gflops(preset_name: str, channels: int | None = None) -> dict:
     if channels:
         cfg = dataclasses.replace(cfg, stuff_head=dataclasses.replace(cfg.stuff_head, channels=channels))
     torch.manual_seed(0)
-    model = OANet(cfg).eval()
+    model = OANet.from_config(cfg).eval()
     h, w = preset.size
     width = model.backbone.out_channels
     features = OrderedDict((key, torch.randn(1, width, h // 2 ** (i + 2), w // 2 ** (i + 2)))

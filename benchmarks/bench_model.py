@@ -106,7 +106,7 @@ def main() -> None:
     for sharing in ("fpn", "none"):
         cfg = bench_config(sharing, args.size, args.things, args.stuff, args.detections)
         cfg = dataclasses.replace(cfg, backbone=dataclasses.replace(cfg.backbone, depth=args.depth))
-        models[sharing] = OANet(cfg).to(device).eval()
+        models[sharing] = OANet.from_config(cfg).to(device).eval()
         with torch.no_grad():
             models[sharing].roi_heads.box_predictor.cls_score.weight.mul_(args.logit_scale)
         report[sharing] = {"parameters": parameter_counts(models[sharing])}

@@ -56,7 +56,7 @@ def r50_checkpoint(work: Path, size: int, logit_scale: float) -> Path:
 
     from oanet.config import Config, ModelConfig
     from oanet.data.labels import LabelSpace, parse_categories
-    from oanet.engine.checkpoint import atomic_save, final_model_state
+    from oanet.model.checkpoint import atomic_save, final_model_state
     from oanet.model.oanet import OANet
 
     path = work / f"r50_{size}.pth"
@@ -65,7 +65,7 @@ def r50_checkpoint(work: Path, size: int, logit_scale: float) -> Path:
     torch.manual_seed(0)
     cfg = Config(model=ModelConfig(num_thing_classes=80, num_stuff_classes=53, min_size=(size,), max_size=size),
                  device="cpu")
-    model = OANet(cfg.model).eval()
+    model = OANet.from_config(cfg.model).eval()
     with torch.no_grad():
         model.roi_heads.box_predictor.cls_score.weight.mul_(logit_scale)
     raw = [{"id": i, "name": f"thing{i}", "isthing": 1} for i in range(1, 81)]
@@ -80,7 +80,7 @@ def exported(checkpoint: Path, work: Path, onnx_path: str | None) -> Path:
         return Path(onnx_path)
     path = work / (checkpoint.stem + ".onnx")
     if not path.is_file():
-        from oanet.engine.checkpoint import load_model_from_checkpoint
+        from oanet.model.checkpoint import load_model_from_checkpoint
         from oanet.export.exporter import export_onnx
 
         t0 = time.perf_counter()
@@ -120,9 +120,10 @@ def _split(args, cfg):
 def parity(args, work: Path) -> dict:
     import torch
 
-    from oanet.data.coco_panoptic import PanopticWriter, read_json
+    from oanet.data.coco_panoptic import PanopticWriter
+    from oanet.fileio import read_json
     from oanet.data.images import load_rgb_image, to_float_chw
-    from oanet.engine.predictor import Predictor
+    from oanet.inference.torch_predictor import Predictor
     from oanet.evaluation.pq import pq_compute
     from oanet.model.fusion import fuse
     from oanet.runtime import OnnxPredictor
@@ -216,7 +217,7 @@ def worker(args) -> None:
         import torch
 
         from oanet.data.images import to_float_chw
-        from oanet.engine.predictor import Predictor
+        from oanet.inference.torch_predictor import Predictor
         from oanet.model.fusion import fuse
 
         torch.set_num_threads(args.threads)

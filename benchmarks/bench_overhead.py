@@ -50,7 +50,7 @@ from torchvision.models.detection import MaskRCNN
 
 from oanet.config import ModelConfig, load_config
 from oanet.data.labels import Category, LabelSpace
-from oanet.engine.precision import autocast, check_precision, uses_grad_scaler
+from oanet.model.precision import autocast, check_precision, uses_grad_scaler
 from oanet.model import oanet as oanet_module
 from oanet.model.backbone import OANetBackbone
 from oanet.model.fusion import fuse
@@ -119,7 +119,7 @@ def build_maskrcnn(cfg: ModelConfig) -> MaskRCNN:
 def build_pair(cfg: ModelConfig, seed: int = 0) -> tuple[OANet, MaskRCNN]:
     """OANet and a Mask R-CNN holding a copy of its instance-branch weights."""
     torch.manual_seed(seed)
-    oanet = OANet(cfg)
+    oanet = OANet.from_config(cfg)
     maskrcnn = build_maskrcnn(cfg)
     own = oanet.state_dict()
     maskrcnn.load_state_dict({k: own[k] for k in maskrcnn.state_dict()}, strict=True)

@@ -58,7 +58,7 @@ def _stamped(out_dir: Path, wanted: dict) -> bool:
 
 
 def build_coco_set(source: Path, out_dir: Path, copies: int, seed: int) -> tuple[Path, Path, Path, Path]:
-    from oanet.evaluation.perturb import write_perturbed_predictions
+    from perturb import write_perturbed_predictions
 
     wanted = {"kind": "coco", "source": str(source), "copies": copies, "seed": seed}
     paths = (out_dir / "gt.json", out_dir / "gt", out_dir / "pred.json", out_dir / "pred")

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from oanet.data.images import list_image_files, load_rgb_image
-from oanet.engine.predictor import Predictor
+from oanet.inference.torch_predictor import Predictor
 from oanet.evaluation.differences import panoptic_map_difference
 
 

@@ -90,7 +90,7 @@ def with_schedule(cfg, max_iter: int, warmup: int):
 
 def train_until(cfg, iteration: int) -> dict:
     """Continue the run (same schedule) up to ``iteration``; writes train/model_final.pth."""
-    from oanet.engine.train import train
+    from oanet.train.trainer import train
 
     solver = dataclasses.replace(cfg.solver, max_iter=iteration, checkpoint_period=iteration)
     return train(dataclasses.replace(cfg, solver=solver), resume=True)
@@ -99,7 +99,7 @@ def train_until(cfg, iteration: int) -> dict:
 def evaluate_now(cfg, out: Path, iteration: int):
     """PQ of both orders on the 16 images: ``({"iteration", "score_order", "srm_order"}, Evaluation)``."""
     from oanet import Predictor
-    from oanet.engine.evaluate import evaluate
+    from oanet.inference.evaluate import evaluate
 
     device = "cuda" if cfg.device in ("cuda", "auto") and _cuda() else "cpu"
     predictor = Predictor.from_checkpoint(Path(cfg.output_dir) / "model_final.pth", device=device, order="both")
@@ -123,7 +123,7 @@ def _cuda() -> bool:
 
 
 def seconds_per_iteration(train_dir: Path) -> float:
-    from oanet.engine.demo import read_metrics, training_seconds
+    from oanet.experiments.benchmark import read_metrics, training_seconds
 
     rows = read_metrics(train_dir / "metrics.jsonl")
     done = max((int(r["iteration"]) for r in rows), default=0)
@@ -188,13 +188,13 @@ def plot_pq(points: list[dict], path: Path) -> Path:
 
 def draw_overlays(cfg, out: Path, evaluation, categories: dict) -> list[Path]:
     """Ground truth | score order | SRM order for the images where the two orders differ most."""
-    from oanet.engine.demo import draw_order_comparisons
+    from oanet.experiments.demo import draw_order_comparisons
 
     return draw_order_comparisons(evaluation.most_different, cfg.data.val, categories, out / "overlays")
 
 
 def write_summary(out: Path, cfg, points: list[dict], run: dict) -> Path:
-    from oanet.engine.evaluate import format_comparison_markdown
+    from oanet.inference.evaluate import format_comparison_markdown
 
     final = points[-1]
     lines = [
@@ -256,7 +256,8 @@ def main(argv=None) -> int:
 
     import torch
 
-    from oanet.engine.demo import plot_losses, read_metrics
+    from oanet.experiments.benchmark import read_metrics
+    from oanet.experiments.demo import plot_losses
 
     if not (Path(args.data) / "annotations" / "panoptic_val2017.json").is_file():
         parser.error(f"{args.data}: no annotations/panoptic_val2017.json")

@@ -20,11 +20,11 @@ import time
 from pathlib import Path
 
 from oanet.data.synthetic import generate_dataset
-from oanet.evaluation.order_experiment import GT_ORDER_HELP, GT_ORDERS, order_experiment
+from order_experiment import GT_ORDER_HELP, GT_ORDERS, order_experiment
 
 
 def evaluate_hotcoco(gt_json: str, gt_dir: str, pred_json: str, pred_dir: str, workers=None) -> dict:
-    """The same summary as oanet.evaluation.order_experiment.evaluate_pq, from hotcoco's panopticapi-compatible PQ."""
+    """The same summary as order_experiment.evaluate_pq, from hotcoco's panopticapi-compatible PQ."""
     from hotcoco.panoptic import pq_compute
 
     result = pq_compute(gt_json, pred_json, gt_folder=gt_dir, pred_folder=pred_dir)

@@ -30,7 +30,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from oanet.errors import OANetError
+    from oanet.errors import OANetError, describe_os_error
 
     parser, modules = build_parser()
     args = parser.parse_args(argv)
@@ -39,9 +39,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return int(modules[args.command].run(args) or 0)
-    except (OANetError, FileNotFoundError) as exc:
+    except OANetError as exc:
         # oanet's own readers raise these with the file name and the problem in the message.
         print(f"oanet {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        # A disk full, a permission or a file in the way met while writing: the path and the reason,
+        # not a traceback (FileNotFoundError raised by oanet's readers carries its own message).
+        print(f"oanet {args.command}: error: {describe_os_error(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"oanet {args.command}: interrupted", file=sys.stderr)

@@ -7,15 +7,13 @@ This module imports no torch, so the CLI can parse configs cheaply.
 
 from __future__ import annotations
 
-import dataclasses
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Literal, Optional
 
 import yaml
 
+from oanet.dataclass_codec import diff_configs, from_dict, to_dict  # noqa: F401  (the config API)
 from oanet.errors import ConfigError
 
 
@@ -36,8 +34,8 @@ class BackboneConfig:
 
 @dataclass
 class RPNConfig:
-    anchor_sizes: tuple = (32, 64, 128, 256, 512)  # one size per FPN level P2-P6
-    aspect_ratios: tuple = (0.5, 1.0, 2.0)
+    anchor_sizes: tuple[int, ...] = (32, 64, 128, 256, 512)  # one size per FPN level P2-P6
+    aspect_ratios: tuple[float, ...] = (0.5, 1.0, 2.0)
     pre_nms_top_n_train: int = 2000
     post_nms_top_n_train: int = 2000
     pre_nms_top_n_test: int = 1000
@@ -90,10 +88,9 @@ class FusionConfig:
     stuff_area_limit: int = 4900  # paper §4.2, at an 800-px short side; scaled by (short/800)^2
     stuff_area_reference_size: int = 800
 
-
-def stuff_area_limit(cfg: "FusionConfig", height: int, width: int) -> float:
-    """The minimum stuff area in pixels for an image of this size (scaled with the squared short side)."""
-    return cfg.stuff_area_limit * (min(height, width) / cfg.stuff_area_reference_size) ** 2
+    def min_stuff_area(self, height: int, width: int) -> float:
+        """The minimum stuff area in pixels for an image of this size (scaled with the squared short side)."""
+        return self.stuff_area_limit * (min(height, width) / self.stuff_area_reference_size) ** 2
 
 
 @dataclass
@@ -102,7 +99,7 @@ class ModelConfig:
     num_thing_classes: int = 0
     num_stuff_classes: int = 0
     sharing: Literal["none", "backbone", "fpn"] = "fpn"  # Table 4; fpn = "+skip-connection"
-    min_size: tuple = (800,)  # shortest edge; several values = multi-scale training
+    min_size: tuple[int, ...] = (800,)  # shortest edge; several values = multi-scale training
     max_size: int = 1333
     # Images enter the model as RGB in [0, 1]. The network sees them in ``input_format`` channel order,
     # multiplied by ``input_scale``, minus ``pixel_mean``, divided by ``pixel_std`` (mean and std in that
@@ -110,15 +107,15 @@ class ModelConfig:
     # MSRA models: BGR, 255, [103.53, 116.28, 123.675], [1, 1, 1] (docs/pretrained.md).
     input_format: Literal["RGB", "BGR"] = "RGB"
     input_scale: float = 1.0
-    pixel_mean: tuple = (0.485, 0.456, 0.406)
-    pixel_std: tuple = (0.229, 0.224, 0.225)
+    pixel_mean: tuple[float, ...] = (0.485, 0.456, 0.406)
+    pixel_std: tuple[float, ...] = (0.229, 0.224, 0.225)
     # Weights loaded once when a training run starts fresh (never on resume, never at inference):
     # "torchvision:<WeightsEnum>.<NAME>", a torchvision Mask R-CNN state dict (.pth), a detectron2
     # model-zoo .pkl, or an oanet checkpoint. See oanet.model.pretrained.load_pretrained.
     init: Optional[str] = None
     # Submodules of OANet that do not train, by path: backbone, backbone.body, backbone.fpn, rpn,
     # roi_heads, roi_heads.box_predictor, stuff_head, srm, ...
-    freeze: tuple = ()
+    freeze: tuple[str, ...] = ()
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     rpn: RPNConfig = field(default_factory=RPNConfig)
     roi_heads: RoIHeadsConfig = field(default_factory=RoIHeadsConfig)
@@ -160,7 +157,7 @@ class SolverConfig:
     weight_decay: float = 1e-4
     warmup_iters: int = 2000
     warmup_factor: float = 0.1  # 0.002 -> 0.02, paper §4.2
-    steps: tuple = (60000, 80000)
+    steps: tuple[int, ...] = (60000, 80000)
     gamma: float = 0.1
     max_iter: int = 100000
     ims_per_batch: int = 16  # global batch over all processes
@@ -205,92 +202,17 @@ class Config:
     device: str = "auto"  # "auto" = cuda when available, else cpu
 
 
+def check_score_thresh(score_thresh: Optional[float], name: str = "score_thresh") -> Optional[float]:
+    """A detection score threshold in [0, 1] (None = the model's own); ConfigError naming ``name``."""
+    if score_thresh is None:
+        return None
+    if isinstance(score_thresh, bool) or not isinstance(score_thresh, (int, float)) or not 0.0 <= score_thresh <= 1.0:
+        raise ConfigError(f"{name} must be a number in [0, 1], got {score_thresh!r}")
+    return float(score_thresh)
+
+
 # --------------------------------------------------------------------------------------------
-# dict / YAML conversion
-
-
-def to_dict(cfg: Any) -> dict:
-    """A plain, YAML/JSON-serialisable dict (tuples become lists)."""
-
-    def convert(value):
-        if dataclasses.is_dataclass(value):
-            return {f.name: convert(getattr(value, f.name)) for f in dataclasses.fields(value)}
-        if isinstance(value, (list, tuple)):
-            return [convert(v) for v in value]
-        return value
-
-    return convert(cfg)
-
-
-def _field_types(cls) -> dict:
-    return typing.get_type_hints(cls)
-
-
-def _coerce(value: Any, annotation: Any, where: str) -> Any:
-    origin = typing.get_origin(annotation)
-    args = typing.get_args(annotation)
-    if dataclasses.is_dataclass(annotation):
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
-        return from_dict(annotation, value, where)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        inner = [a for a in args if a is not type(None)]
-        return _coerce(value, inner[0], where)
-    if origin is Literal:
-        if value not in args:
-            raise ConfigError(f"{where}: {value!r} is not one of {', '.join(map(repr, args))}")
-        return value
-    if annotation is tuple or origin is tuple:
-        if isinstance(value, (int, float, str)):
-            value = [value]
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where}: expected a list, got {value!r}")
-        return tuple(value)
-    if annotation is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{where}: expected true or false, got {value!r}")
-        return value
-    if annotation is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            if isinstance(value, float) and value.is_integer():
-                return int(value)
-            raise ConfigError(f"{where}: expected an integer, got {value!r}")
-        return value
-    if annotation is float:
-        if isinstance(value, str):
-            # YAML 1.1 (PyYAML) reads 1e-4 (no dot) as a string; accept what Python reads as a number.
-            try:
-                value = float(value)
-            except ValueError:
-                pass
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{where}: expected a number, got {value!r}")
-        return float(value)
-    if annotation is str:
-        if not isinstance(value, (str, int, float)):
-            raise ConfigError(f"{where}: expected a string, got {value!r}")
-        return str(value)
-    return value
-
-
-def from_dict(cls, data: dict, where: str = "config"):
-    """Build dataclass ``cls`` from ``data``; unknown keys and wrong types raise ConfigError."""
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where}: expected a mapping, got {data!r}"[:300])
-    upgrade = getattr(cls, "_upgrade_legacy", None)
-    if upgrade is not None:
-        data = upgrade(data, where)
-    types_ = _field_types(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}")
-    kwargs = {name: _coerce(value, types_[name], f"{where}.{name}") for name, value in data.items()}
-    return cls(**kwargs)
+# YAML
 
 
 def apply_overrides(data: dict, overrides: list[str]) -> dict:
@@ -318,10 +240,41 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     A file may name another with ``_base_: other.yaml`` (relative to itself); its keys are merged over
     the base recursively. That is the only indirection: presets for ablations are a base plus a few keys.
     """
+    if path is not None:
+        path = resolve_config_path(path)
     data = _load_yaml_with_base(Path(path)) if path is not None else {}
-    apply_overrides(data, list(overrides or []))
     where = str(path) if path is not None else "config"
+    overrides = list(overrides or [])
+    if not overrides:
+        return from_dict(Config, data, where)
+    from_dict(Config, data, where)  # the file alone: its own errors name it
+    for item in overrides:
+        # One at a time, so that an error names the override it came from, not the file.
+        apply_overrides(data, [item])
+        try:
+            from_dict(Config, data, "config")
+        except ConfigError as exc:
+            detail = str(exc)
+            detail = detail[len("config."):] if detail.startswith("config.") else detail
+            raise ConfigError(f"override {item!r} (command line): {detail}") from None
     return from_dict(Config, data, where)
+
+
+def resolve_config_path(path: str | Path) -> Path:
+    """``path`` when it exists; else a preset shipped with oanet of that name (``coco_r50``,
+    ``synthetic_cpu.yaml``, ``ablations/srm_gcn7``); else FileNotFoundError listing the presets."""
+    path = Path(path)
+    if path.exists():
+        return path
+    from oanet.presets import find_preset, preset_names
+
+    name = path.as_posix() if path.suffix in (".yaml", ".yml") else path.as_posix() + ".yaml"
+    try:
+        return find_preset(name)
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            f"{path}: config not found, and no preset has that name (presets: {', '.join(preset_names())})"
+        ) from None
 
 
 def _merge(base: dict, update: dict) -> dict:
@@ -363,19 +316,6 @@ def _load_yaml_with_base(path: Path, seen: tuple = ()) -> dict:
 
 def save_config(cfg: Config, path: str | Path) -> None:
     Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
-
-
-def diff_configs(a: dict, b: dict, prefix: str = "") -> list[str]:
-    """Human-readable differences between two config dicts (for refusing mismatched checkpoints)."""
-    lines = []
-    for key in sorted(set(a) | set(b)):
-        name = f"{prefix}{key}"
-        va, vb = a.get(key, "<absent>"), b.get(key, "<absent>")
-        if isinstance(va, dict) and isinstance(vb, dict):
-            lines += diff_configs(va, vb, name + ".")
-        elif va != vb:
-            lines.append(f"{name}: {va!r} != {vb!r}")
-    return lines
 
 
 # --------------------------------------------------------------------------------------------
@@ -444,6 +384,6 @@ def validate_model(model: ModelConfig) -> ModelConfig:
         raise ConfigError(f"model.freeze entries must be module names such as backbone, rpn, roi_heads; got {list(model.freeze)}")
     if not model.min_size or any(int(s) < 1 for s in model.min_size) or model.max_size < 1:
         raise ConfigError(f"model.min_size and model.max_size must be positive, got {list(model.min_size)}, {model.max_size}")
-    if not 0 <= model.fusion.score_thresh <= 1 or not 0 <= model.fusion.overlap_thresh <= 1:
-        raise ConfigError("model.fusion.score_thresh and overlap_thresh must be in 0..1")
+    check_score_thresh(model.fusion.score_thresh, "model.fusion.score_thresh")
+    check_score_thresh(model.fusion.overlap_thresh, "model.fusion.overlap_thresh")
     return model

@@ -14,6 +14,14 @@ from pathlib import Path
 from typing import Any, BinaryIO, Iterator
 
 
+def default_file_mode() -> int:
+    """The mode ``open()`` gives a new file under the process's umask (``0o666 & ~umask``); for files
+    made by ``mkstemp``, which are 0600 whatever the umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically; the parent folder must exist. Returns the path."""
     path = Path(path)
@@ -27,6 +35,24 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
         if tmp.exists():
             tmp.unlink()
     return path
+
+
+def read_json(path: str | Path, what: str = "") -> Any:
+    """Parsed JSON; errors name the file and, with ``what`` (e.g. "prediction"), its role: a missing
+    file is a FileNotFoundError, a truncated or corrupt one a DataError, never a bare JSONDecodeError.
+    Every JSON that oanet reads back (its own outputs and the user's annotations) goes through here."""
+    from oanet.errors import DataError
+
+    path = Path(path)
+    role = f"{what} JSON" if what else "JSON file"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: {role} not found")
+    try:
+        with open(path, "rb") as f:
+            return json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        kind = f"malformed {what} JSON" if what else "not valid JSON"
+        raise DataError(f"{path}: {kind} ({exc}); delete or restore it") from None
 
 
 def write_json_atomic(path: str | Path, data: Any, indent: int | None = None) -> Path:

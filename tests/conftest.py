@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+# Test-only helpers shared with the benchmarks (perturbed predictions, the GT-order experiment) live there.
+sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
 # The 16 real COCO val2017 images live beside the checkout, never inside it (a user's clone has none);
 # OANET_COCO16_DIR points elsewhere (a second worktree, a CI cache).
 COCO16_DIR = Path(os.environ.get("OANET_COCO16_DIR", REPO_ROOT.parent / "shared" / "data" / "coco_panoptic_val16"))
@@ -70,7 +72,7 @@ def write_tiny_checkpoint(path: Path, seed: int = 0) -> Path:
 
     from oanet.config import BackboneConfig, Config, FusionConfig, ModelConfig, RoIHeadsConfig, RPNConfig, StuffHeadConfig
     from oanet.data.labels import LabelSpace, parse_categories
-    from oanet.engine import checkpoint as ckpt
+    from oanet.model import checkpoint as ckpt
     from oanet.model.oanet import build_model
 
     model_cfg = ModelConfig(

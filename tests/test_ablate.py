@@ -16,13 +16,13 @@ import torch
 from oanet.config import load_config, to_dict
 from oanet.data.labels import IGNORE
 from oanet.errors import ConfigError
-from oanet.evaluation import ablation_tables as tables
+from oanet.experiments import tables
 
 
 @pytest.fixture(scope="module")
 def bench(tmp_path_factory) -> Path:
     """The demo's --quick benchmark: 4 train and 3 val images of 64 px."""
-    from oanet.engine.demo import ensure_benchmark
+    from oanet.experiments.benchmark import ensure_benchmark
 
     data = tmp_path_factory.mktemp("bench") / "data"
     ensure_benchmark(data, quick=True, log=lambda m: None)
@@ -30,7 +30,7 @@ def bench(tmp_path_factory) -> Path:
 
 
 def quick_config(bench: Path, out: Path, **solver):
-    from oanet.engine.demo import demo_config
+    from oanet.experiments.demo import demo_config
 
     cfg = demo_config(bench, out, quick=True)
     solver = {"max_iter": 3, "ims_per_device": 1, "checkpoint_period": 1000, **solver}
@@ -48,8 +48,8 @@ def srm_weights(state: dict) -> dict:
 
 
 def test_srm_trained_alone_is_the_jointly_trained_srm(bench, tmp_path):
-    from oanet.engine.srm_training import SRMVariant, initial_srm, load_srm, train_srms
-    from oanet.engine.train import train
+    from oanet.train.srm_training import SRMVariant, initial_srm, load_srm, train_srms
+    from oanet.train.trainer import train
 
     cfg = quick_config(bench, tmp_path)  # 3 iterations, batch 2 in chunks of 1, flips, two sizes
     summary = train(cfg)
@@ -71,7 +71,7 @@ def test_srm_trained_alone_is_the_jointly_trained_srm(bench, tmp_path):
 def test_the_srm_does_not_change_the_rest_of_the_network(bench, tmp_path):
     """Why every ablation network trains with the SRM on: without it, every other weight would be the same,
     so the score order of a network with the SRM is the paper's SRM-less baseline."""
-    from oanet.engine.train import train
+    from oanet.train.trainer import train
 
     cfg = quick_config(bench, tmp_path / "with", max_iter=2)
     without = dataclasses.replace(cfg, output_dir=str(tmp_path / "without"), model=dataclasses.replace(
@@ -83,8 +83,8 @@ def test_the_srm_does_not_change_the_rest_of_the_network(bench, tmp_path):
 
 
 def test_srm_on_predicted_masks_trains_on_the_network_detections(bench, tmp_path):
-    from oanet.engine.srm_training import SRMVariant, initial_srm, load_srm, train_srms
-    from oanet.engine.train import train
+    from oanet.train.srm_training import SRMVariant, initial_srm, load_srm, train_srms
+    from oanet.train.trainer import train
 
     cfg = quick_config(bench, tmp_path, max_iter=2)
     network = train(cfg)["final_model"]
@@ -100,7 +100,7 @@ def test_srm_on_predicted_masks_trains_on_the_network_detections(bench, tmp_path
 
 
 def test_visible_map_and_overlap_target_by_hand():
-    from oanet.engine.srm_training import overlap_target, visible_thing_map
+    from oanet.train.srm_training import overlap_target, visible_thing_map
 
     index = np.array([[0, 1, 2], [-1, 2, 3]])  # segment positions, -1 = void
     visible = visible_thing_map(index, np.array([-1, 4, 2, 6]), np.array([0, 0, 0, 1]))  # segment 3 is a crowd
@@ -112,8 +112,8 @@ def test_visible_map_and_overlap_target_by_hand():
 
 
 def test_visible_map_is_augmented_with_its_sample(bench):
-    from oanet.engine.srm_training import VisibleThingDataset
-    from oanet.engine.train import build_train_dataset
+    from oanet.train.srm_training import VisibleThingDataset
+    from oanet.train.trainer import build_train_dataset
 
     cfg = quick_config(bench, bench.parent / "unused")
     dataset = VisibleThingDataset(build_train_dataset(cfg))
@@ -167,7 +167,7 @@ def test_one_seed_diverged_and_undefined_share():
 
 
 def test_parse_tables_and_plan():
-    from oanet.engine.ablate import parse_tables, plan_steps
+    from oanet.experiments.ablate import parse_tables, plan_steps
 
     assert parse_tables("5, 3,3") == [3, 5]
     for bad in ("", "6", "1,x"):
@@ -186,8 +186,8 @@ def test_parse_tables_and_plan():
 
 def test_each_network_changes_what_its_coco_preset_changes():
     """The CPU rows are the shipped COCO presets' rows: the same keys changed, to the same values."""
-    from oanet.engine.ablate import NETWORKS, srm_variants
-    from oanet.engine.demo import find_preset
+    from oanet.experiments.ablate import NETWORKS, srm_variants
+    from oanet.presets import find_preset
 
     def flat(d, prefix=""):
         out = {}
@@ -215,7 +215,7 @@ def test_each_network_changes_what_its_coco_preset_changes():
 
 
 def test_a_changed_time_budget_is_refused(tmp_path):
-    from oanet.engine.ablate import load_or_make_plan
+    from oanet.experiments.ablate import load_or_make_plan
 
     (tmp_path / "plan.json").write_text(json.dumps({"quick": False, "minutes_per_run": 2.0, "max_iter": 120}))
     plan = load_or_make_plan(tmp_path, Path("unused"), Path("unused"), None, False, print)
@@ -227,7 +227,7 @@ def test_a_changed_time_budget_is_refused(tmp_path):
 
 
 def test_a_continued_ablation_keeps_its_benchmark(tmp_path):
-    from oanet.engine.ablate import planned_data_dir
+    from oanet.experiments.ablate import planned_data_dir
 
     assert planned_data_dir(tmp_path, None) == tmp_path / "data"
     assert planned_data_dir(tmp_path, "elsewhere") == Path("elsewhere")
@@ -274,15 +274,15 @@ def test_quick_ablation_fills_every_table(quick_ablation):
 
 @pytest.mark.slow
 def test_a_finished_ablation_is_not_redone(quick_ablation, monkeypatch):
-    import oanet.engine.srm_training
-    import oanet.engine.train
-    from oanet.engine.ablate import run_ablation
+    import oanet.train.srm_training
+    import oanet.train.trainer
+    from oanet.experiments.ablate import run_ablation
 
     def refuse(*args, **kwargs):
         raise AssertionError("a finished step was run again")
 
-    monkeypatch.setattr(oanet.engine.train, "train", refuse)
-    monkeypatch.setattr(oanet.engine.srm_training, "train_srms", refuse)
+    monkeypatch.setattr(oanet.train.trainer, "train", refuse)
+    monkeypatch.setattr(oanet.train.srm_training, "train_srms", refuse)
     before = {p: p.stat().st_mtime_ns for p in quick_ablation.glob("runs/*/seed*/result*.json")}
     outcome = run_ablation(quick_ablation, quick=True, log=lambda m: None)
     assert outcome["skipped"] == outcome["steps"] == 15
@@ -296,9 +296,10 @@ def test_a_finished_ablation_is_not_redone(quick_ablation, monkeypatch):
 
 @pytest.mark.slow
 def test_a_killed_training_continues_from_its_checkpoint(tmp_path):
-    from oanet.engine.ablate import NETWORK_BY_NAME, network_config, run_ablation
-    from oanet.engine.demo import ensure_benchmark, find_preset
-    from oanet.engine.train import train
+    from oanet.experiments.ablate import NETWORK_BY_NAME, network_config, run_ablation
+    from oanet.experiments.benchmark import ensure_benchmark
+    from oanet.presets import find_preset
+    from oanet.train.trainer import train
 
     data = tmp_path / "data"
     ensure_benchmark(data, quick=True, log=lambda m: None)

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from oanet.config import Config, load_config, to_dict
-from oanet.engine import checkpoint as ckpt
+from oanet.model import checkpoint as ckpt
 from oanet.errors import ConfigError
 
 

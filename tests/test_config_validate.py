@@ -41,7 +41,7 @@ def test_every_preset_is_valid(path):
         ("model.roi_heads.pooler_sampling_ratio=-1", "pooler_sampling_ratio must be >= 0"),
         ("model.backbone.depth=18 model.backbone.stride_in_1x1=true", "stride_in_1x1 needs a bottleneck ResNet"),
         ("model.freeze=['']", "model.freeze entries must be module names"),
-        ("model.fusion.score_thresh=1.5", "score_thresh and overlap_thresh must be in 0..1"),
+        ("model.fusion.score_thresh=1.5", r"model.fusion.score_thresh must be a number in \[0, 1\]"),
         ("model.max_size=0", "must be positive"),
     ],
 )

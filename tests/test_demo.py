@@ -90,8 +90,9 @@ def test_demo_quick_writes_report_with_both_orders(demo):
 @pytest.mark.slow
 def test_demo_overlays_show_ground_truth_and_both_orders(demo, tmp_path):
     from oanet import Predictor
-    from oanet.engine.demo import benchmark_split, draw_order_comparisons
-    from oanet.engine.evaluate import evaluate
+    from oanet.experiments.benchmark import benchmark_split
+    from oanet.experiments.demo import draw_order_comparisons
+    from oanet.inference.evaluate import evaluate
 
     split = benchmark_split(demo / "data", "val")
     predictor = Predictor.from_checkpoint(demo / "train" / "model_final.pth", order="both", score_thresh=0.0)
@@ -177,7 +178,7 @@ def test_predict_cli_both_orders_on_a_folder(demo, tmp_path, capsys):
 @pytest.mark.slow
 def test_predict_single_order_in_process(demo, tmp_path):
     from oanet import Predictor
-    from oanet.engine.predict import predict
+    from oanet.inference.predict import predict
 
     predictor = Predictor.from_checkpoint(demo / "train" / "model_final.pth", order="score")
     image = next((demo / "data" / "images" / "val").iterdir())
@@ -229,7 +230,7 @@ PQ = {
 
 
 def test_report_from_hand_made_numbers(tmp_path):
-    from oanet.engine.demo import plot_losses, write_report
+    from oanet.experiments.demo import plot_losses, write_report
 
     metrics = [{"iteration": i, "loss": 5.0 / i, "loss_srm": 1.0 / i, "time_per_iter": 0.5} for i in (1, 2, 3)]
     plot = plot_losses(metrics, tmp_path / "loss.png")
@@ -262,7 +263,7 @@ def test_demo_with_a_time_budget_trains_the_planned_schedule(tmp_path, demo):
 
 def test_schedule_scaling_and_logged_training_time():
     from oanet.config import Config
-    from oanet.engine.demo import scale_schedule, training_seconds
+    from oanet.experiments.benchmark import scale_schedule, training_seconds
 
     cfg = Config()
     cfg.solver.max_iter, cfg.solver.steps, cfg.solver.warmup_iters = 800, (600, 750), 100
@@ -274,9 +275,12 @@ def test_schedule_scaling_and_logged_training_time():
 
 
 def test_preset_is_found_and_points_at_the_benchmark(tmp_path):
-    from oanet.engine.demo import demo_config, find_preset
+    from oanet.experiments.demo import demo_config
+    from oanet.presets import find_preset
 
-    preset = find_preset()
+    from oanet.experiments.benchmark import PRESET
+
+    preset = find_preset(PRESET)
     assert preset.name == "synthetic_cpu.yaml" and preset.is_file()
     cfg = demo_config(tmp_path / "data", tmp_path / "out", quick=True, preset=preset)
     assert cfg.data.val.panoptic_json == str(tmp_path / "data" / "annotations" / "panoptic_val.json")
@@ -286,7 +290,7 @@ def test_preset_is_found_and_points_at_the_benchmark(tmp_path):
 
 
 def test_demo_refuses_bad_folders_and_minutes_before_any_work(tmp_path):
-    from oanet.engine.demo import run_demo
+    from oanet.experiments.demo import run_demo
     from oanet.errors import ConfigError, DataError
 
     blocker = tmp_path / "file.txt"

@@ -104,7 +104,7 @@ def _expected_name(d2: str) -> str | None:
 
 def _detectron2_model(stuff_classes: str = "stuff") -> OANet:
     space = coco_label_space()
-    return OANet(ModelConfig(
+    return OANet.from_config(ModelConfig(
         num_thing_classes=80, num_stuff_classes=53, min_size=(64,), max_size=96,
         input_format="BGR", input_scale=255.0, pixel_mean=(103.53, 116.28, 123.675), pixel_std=(1.0, 1.0, 1.0),
         backbone=BackboneConfig(depth=50, stride_in_1x1=True),
@@ -183,7 +183,7 @@ def test_object_context_stuff_head_takes_the_stuff_rows_and_leaves_thing_channel
 def test_notes_name_the_settings_detectron2_weights_need(panoptic_fpn_pkl):
     path, _ = panoptic_fpn_pkl
     space = coco_label_space()
-    model = OANet(ModelConfig(num_thing_classes=80, num_stuff_classes=53, min_size=(64,), max_size=96,
+    model = OANet.from_config(ModelConfig(num_thing_classes=80, num_stuff_classes=53, min_size=(64,), max_size=96,
                               stuff_head=StuffHeadConfig(classes="stuff", channels=128)))
     notes = " | ".join(load_pretrained(model, path, space).notes)
     for expected in ("model.input_format is 'RGB' but the source was trained with 'BGR'",
@@ -196,7 +196,7 @@ def test_a_pickle_naming_os_system_is_refused_without_running_it(tmp_path):
     marker = tmp_path / "ran"
     path = tmp_path / "evil.pkl"
     path.write_bytes(b"cos\nsystem\n(S'touch " + str(marker).encode() + b"'\ntR.")
-    model, space = OANet(ModelConfig(num_thing_classes=80, num_stuff_classes=53, backbone=BackboneConfig(depth=18))), coco_label_space()
+    model, space = OANet.from_config(ModelConfig(num_thing_classes=80, num_stuff_classes=53, backbone=BackboneConfig(depth=18))), coco_label_space()
     with pytest.raises(ConfigError, match=r"evil\.pkl: refused to unpickle: it names os\.system .*nothing was executed"):
         load_pretrained(model, path, space)
     assert not marker.exists()

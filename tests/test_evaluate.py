@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from oanet.engine.evaluate import comparison_rows, format_comparison, format_comparison_markdown
+from oanet.inference.evaluate import comparison_rows, format_comparison, format_comparison_markdown
 from oanet.evaluation.differences import panoptic_map_difference
 
 SCORE = {
@@ -58,7 +58,7 @@ def test_split_categories_must_match_the_model(tmp_path):
     import json
 
     from oanet.data.labels import LabelSpace, parse_categories
-    from oanet.engine.evaluate import check_label_space
+    from oanet.inference.evaluate import check_label_space
     from oanet.errors import DataError
 
     cats = [{"id": 1, "name": "disc", "isthing": 1}, {"id": 7, "name": "sky", "isthing": 0}]
@@ -78,13 +78,13 @@ def test_split_categories_must_match_the_model(tmp_path):
 def test_unavailable_device_is_a_one_line_error(command, tmp_path, monkeypatch, capsys):
     import torch
 
-    import oanet.engine.checkpoint as checkpoint
+    import oanet.model.checkpoint as checkpoint
     from oanet.cli import main
     from oanet.config import Config
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(
-        checkpoint, "load_model_from_checkpoint", lambda path, device="cpu": (torch.nn.Linear(1, 1), Config(), object())
+        checkpoint, "load_model_from_checkpoint", lambda path, device="cpu", **_: (torch.nn.Linear(1, 1), Config(), object())
     )
     ckpt = tmp_path / "model_final.pth"
     ckpt.write_bytes(b"")
@@ -105,7 +105,7 @@ def test_evaluate_names_an_image_too_thin_to_resize(tmp_path, tiny_checkpoint):
 
     from oanet import Predictor
     from oanet.config import SplitConfig
-    from oanet.engine.evaluate import evaluate
+    from oanet.inference.evaluate import evaluate
     from oanet.errors import DataError
     from conftest import TINY_CATEGORIES
 

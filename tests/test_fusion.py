@@ -13,7 +13,6 @@ from oanet.model.fusion import (
     paste_instances,
     paste_order,
     panoptic_fusion,
-    stuff_area_limit,
 )
 
 PERSON, TIE = 0, 1
@@ -182,7 +181,7 @@ def test_stuff_rules_thing_channels_void_and_area_limit_scaled():
     h, w = 40, 40
     cfg = FusionConfig(score_thresh=0.5, overlap_thresh=0.5, stuff_area_limit=4900, stuff_area_reference_size=800)
     # 4900 * (40 / 800)^2 = 12.25 pixels
-    assert stuff_area_limit(cfg, h, w) == 4900 * (40 / 800) ** 2
+    assert cfg.min_stuff_area(h, w) == 4900 * (40 / 800) ** 2
     sem = torch.full((h, w), 2)  # stuff 0 everywhere...
     sem[0:10, 0:10] = 0  # ...a thing channel: void
     sem[20:23, 20:24] = 3  # stuff 1, 12 pixels < 12.25 -> void

@@ -9,12 +9,12 @@ import sys
 import numpy as np
 import pytest
 
-from oanet.base_predictor import BasePredictor
+from oanet.inference.base import BasePredictor
 from oanet.config import FusionConfig
 from oanet.data.labels import LabelSpace, parse_categories
 from oanet.data.png_io import read_id_png
-from oanet.engine.inference import ImageItem, Ranks, run_inference
-from oanet.engine.sinks import Collector, OrderDifferences, PanopticJsonWriter
+from oanet.inference.loop import ImageItem, Ranks, run_inference
+from oanet.inference.sinks import Collector, OrderDifferences, PanopticJsonWriter
 
 LABELS = LabelSpace(parse_categories([{"id": 1, "name": "disc", "isthing": 1},
                                       {"id": 9, "name": "sky", "isthing": 0}], "test"))
@@ -113,8 +113,8 @@ def test_non_main_ranks_return_nothing_from_gathering_sinks(tmp_path):
 
 
 def test_the_loop_sinks_and_result_never_import_torch():
-    code = ("import sys, oanet, oanet.engine.inference, oanet.engine.sinks, oanet.engine.predict, "
-            "oanet.engine.video, oanet.base_predictor, oanet.result, oanet.commands.common; "
+    code = ("import sys, oanet, oanet.inference.loop, oanet.inference.sinks, oanet.inference.predict, "
+            "oanet.inference.video, oanet.inference.base, oanet.result, oanet.commands.common; "
             "oanet.PanopticResult; print('torch' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr

@@ -154,7 +154,7 @@ def _grad_norm(modules) -> float:
 
 
 def test_seg_loss_reaches_shared_fpn_and_resnet_in_fpn_mode():
-    model = OANet(tiny_config("fpn"))
+    model = OANet.from_config(tiny_config("fpn"))
     image, target = sample()
     model([image], [target])["seg"].backward()
     assert _grad_norm([model.backbone.fpn]) > 0 and _grad_norm([model.backbone.body]) > 0
@@ -162,7 +162,7 @@ def test_seg_loss_reaches_shared_fpn_and_resnet_in_fpn_mode():
 
 
 def test_branches_are_separate_in_none_mode():
-    model = OANet(tiny_config("none"))
+    model = OANet.from_config(tiny_config("none"))
     image, target = sample()
     losses = model([image], [target])
     losses["seg"].backward(retain_graph=True)
@@ -175,7 +175,7 @@ def test_branches_are_separate_in_none_mode():
 
 
 def test_backbone_mode_shares_resnet_but_not_fpn():
-    model = OANet(tiny_config("backbone"))
+    model = OANet.from_config(tiny_config("backbone"))
     image, target = sample()
     model([image], [target])["seg"].backward()
     assert model.backbone.stuff_body is None
@@ -185,7 +185,7 @@ def test_backbone_mode_shares_resnet_but_not_fpn():
 
 def test_overfits_two_tiny_images():
     torch.manual_seed(0)
-    model = OANet(tiny_config("fpn"))
+    model = OANet.from_config(tiny_config("fpn"))
     data = [sample(seed=0), sample(seed=1)]
     images, targets = [d[0] for d in data], [d[1] for d in data]
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=3e-3)
@@ -286,8 +286,62 @@ def test_backbone_weights_freezing_and_norm(tmp_path):
 
 def test_config_errors():
     with pytest.raises(ConfigError):
-        OANet(dataclasses.replace(tiny_config(), num_thing_classes=0))
+        OANet.from_config(dataclasses.replace(tiny_config(), num_thing_classes=0))
     with pytest.raises(ConfigError):
-        OANet(dataclasses.replace(tiny_config(), sharing="half"))
+        OANet.from_config(dataclasses.replace(tiny_config(), sharing="half"))
     with pytest.raises(ConfigError):
-        OANet(dataclasses.replace(tiny_config(), srm=SRMConfig(stride=3)))
+        OANet.from_config(dataclasses.replace(tiny_config(), srm=SRMConfig(stride=3)))
+
+
+# --------------------------------------------------------------------------------------------
+# the network from its parts
+
+
+class _OwnStuffHead(torch.nn.Module):
+    """A user's stuff head: one 1x1 conv on P2, with the interface OANet calls."""
+
+    def __init__(self, channels: int, num_classes: int) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(channels, num_classes, 1)
+        self.calls = 0
+
+    def forward(self, features):
+        self.calls += 1
+        return self.conv(next(iter(features.values())))
+
+    def loss(self, logits, targets):
+        logits = torch.nn.functional.interpolate(logits, size=targets.shape[-2:], mode="bilinear", align_corners=False)
+        return torch.nn.functional.cross_entropy(logits, targets, ignore_index=255)
+
+
+def test_from_config_is_build_model_weight_for_weight():
+    from oanet.model import build_model
+
+    torch.manual_seed(0)
+    a = OANet.from_config(tiny_config())
+    torch.manual_seed(0)
+    b = build_model(tiny_config())
+    assert a.cfg == b.cfg == tiny_config() and a.score_thresh == tiny_config().fusion.score_thresh
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+def test_oanet_takes_its_parts_and_runs_with_a_users_own_stuff_head():
+    donor = OANet.from_config(tiny_config(srm=False))
+    head = _OwnStuffHead(donor.backbone.out_channels, T + S)
+    model = OANet(transform=donor.transform, backbone=donor.backbone, rpn=donor.rpn, roi_heads=donor.roi_heads,
+                  stuff_head=head, srm=None, num_thing_classes=T, num_stuff_classes=S, score_thresh=0.0)
+    assert model.cfg is None and model.srm is None
+    image, target = sample()
+    losses = model([image], [target])
+    assert head.calls == 1 and float(losses["seg"]) > 0 and float(losses["srm"]) == 0
+    losses["seg"].backward()
+    assert head.conv.weight.grad is not None
+    model.eval()
+    (out,) = model([image])
+    assert out["sem_seg_labels"].shape == image.shape[-2:]
+    assert torch.equal(out["ranking_scores"], out["scores"])  # without an SRM, ranked by detection score
+
+
+def test_oanet_parts_are_keyword_only():
+    with pytest.raises(TypeError):
+        OANet(tiny_config())  # noqa

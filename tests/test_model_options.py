@@ -124,7 +124,7 @@ def test_config_fields_reach_the_model():
     assert (cfg.model.input_format, cfg.model.input_scale, cfg.model.freeze) == ("BGR", 255.0, ("backbone", "rpn"))
     with pytest.raises(ConfigError, match="input_format"):
         load_config(None, ["model.input_format=bgr"])
-    model = OANet(dataclasses.replace(
+    model = OANet.from_config(dataclasses.replace(
         tiny_config(), input_format="BGR", input_scale=255.0,
         roi_heads=dataclasses.replace(tiny_config().roi_heads, pooler_aligned=True, pooler_sampling_ratio=0),
     ))

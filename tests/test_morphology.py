@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ast
 from pathlib import Path
 
 import numpy as np
@@ -52,21 +51,3 @@ def test_label_boundary_marks_both_sides_of_every_border():
     assert np.flatnonzero(label_boundary(labels, 1).any(axis=0)).tolist() == [2, 3]
     assert np.flatnonzero(label_boundary(labels, 2).any(axis=0)).tolist() == [1, 2, 3, 4]
     assert not label_boundary(np.ones((3, 3), dtype=np.int64), 3).any()
-
-
-def _oanet_imports(path: Path) -> set[str]:
-    names = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("oanet."):
-            names.add(node.module)
-        elif isinstance(node, ast.Import):
-            names.update(a.name for a in node.names if a.name.startswith("oanet."))
-    return names
-
-
-def test_data_imports_only_downward():
-    # data < model < evaluation < engine < commands: the data layer (synthetic included) needs none above it
-    above = ("oanet.model", "oanet.evaluation", "oanet.engine", "oanet.commands")
-    for path in sorted((OANET / "data").rglob("*.py")):
-        bad = [m for m in _oanet_imports(path) if m.startswith(above)]
-        assert not bad, f"{path.relative_to(OANET)} imports {bad}"

@@ -20,8 +20,8 @@ from test_model import tiny_config
 from oanet.cli import main as cli_main
 from oanet.config import Config
 from oanet.data.labels import Category, LabelSpace
-from oanet.engine.checkpoint import atomic_save, final_model_state
-from oanet.engine.predictor import Predictor
+from oanet.model.checkpoint import atomic_save, final_model_state
+from oanet.inference.torch_predictor import Predictor
 from oanet.errors import ConfigError
 from oanet.model.oanet import OANet
 from oanet.runtime import MissingExtraError, OnnxPredictor
@@ -46,7 +46,7 @@ def _images(seed=0):
 def _export(tmp_path_factory, name, cfg: Config, seed=0):
     """A random tiny model saved as a checkpoint and exported with `oanet export`."""
     torch.manual_seed(seed)
-    model = OANet(cfg.model).eval()
+    model = OANet.from_config(cfg.model).eval()
     # Confident masks (far from 0.5), as a trained model's: the parity checks compare binarised masks.
     with torch.no_grad():
         model.roi_heads.mask_predictor.mask_fcn_logits.weight.mul_(20.0)
@@ -310,7 +310,7 @@ def test_other_model_variants_export_without_code_changes(variant):
         model_cfg = tiny_config(sharing="backbone", classes="stuff", srm=False)
     else:
         model_cfg = _aligned_bgr_config()
-    model = OANet(model_cfg).eval()
+    model = OANet.from_config(model_cfg).eval()
     session = onnxruntime.InferenceSession(trace_to_onnx(model, Config(model=model_cfg), 16),
                                            providers=["CPUExecutionProvider"])
     image = torch.rand(3, 50, 123, generator=torch.Generator().manual_seed(2))

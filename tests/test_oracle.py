@@ -13,14 +13,14 @@ from pycocotools import mask as mask_utils
 from oanet.config import FusionConfig
 from oanet.data.labels import LabelSpace, parse_categories
 from oanet.errors import DataError
-from oanet.evaluation.oracle import (
+from oanet.experiments.oracle import (
     DepthTruth,
     depth_order_scores,
     greedy_match,
     mask_iou,
     oracle_scores,
-    oracle_share,
 )
+from oanet.experiments.tables import oracle_share
 from oanet.model.fusion import fuse, paste_order
 
 CFG = FusionConfig(score_thresh=0.0, overlap_thresh=0.0, stuff_area_limit=0)
@@ -223,7 +223,7 @@ def test_synthetic_depth_reproduces_the_ground_truth_paint_order(tmp_path):
 def test_oracle_predictor_adds_an_order_and_leaves_the_others_alone(tiny_checkpoint, test_images, tmp_path):
     from oanet import Predictor
     from oanet.data.images import load_rgb_image
-    from oanet.engine.oracle import OraclePredictor
+    from oanet.experiments.oracle import OraclePredictor
 
     rgbs = [load_rgb_image(p) for p in test_images]
     images, annotations = [], []
@@ -262,7 +262,7 @@ def test_oracle_predictor_adds_an_order_and_leaves_the_others_alone(tiny_checkpo
 
 
 def test_demo_report_sentence_states_the_srm_share_of_the_oracle_gain():
-    from oanet.engine.demo import oracle_sentence
+    from oanet.experiments.demo import oracle_sentence
 
     def pq(score, srm, oracle):
         return {f"{o}_order": {"Things": {"pq": v}} for o, v in (("score", score), ("srm", srm), ("oracle", oracle))}

@@ -16,7 +16,7 @@ from PIL import Image
 from oanet import _ext
 from oanet.data.png_io import read_id_png
 from oanet.errors import DataError
-from oanet.evaluation.perturb import write_perturbed_predictions
+from perturb import write_perturbed_predictions
 from oanet.evaluation.pq import pq_compute
 
 needs_ext = pytest.mark.skipif(_ext.speedups is None, reason="C extension not built (no compiler at install)")

@@ -9,7 +9,7 @@ import io
 
 import pytest
 
-from oanet.evaluation.perturb import write_perturbed_predictions
+from perturb import write_perturbed_predictions
 from oanet.evaluation.pq import pq_compute
 
 hotcoco_panoptic = pytest.importorskip("hotcoco.panoptic")

@@ -11,9 +11,9 @@ import torch
 
 from oanet.config import Config, SolverConfig, from_dict, load_config, to_dict
 from oanet.data.images import to_float_chw
-from oanet.engine.precision import PRECISIONS, autocast, autocast_dtype, check_precision, uses_grad_scaler
-from oanet.engine.predictor import Predictor
-from oanet.engine.train_step import TrainStep
+from oanet.model.precision import PRECISIONS, autocast, autocast_dtype, check_precision, uses_grad_scaler
+from oanet.inference.torch_predictor import Predictor
+from oanet.train.step import TrainStep
 from oanet.errors import ConfigError
 from oanet.evaluation.differences import panoptic_map_difference
 from oanet.model.oanet import OANet, build_model, resample_to_original, stuff_labels
@@ -69,7 +69,7 @@ def test_what_each_precision_means_on_each_device():
 
 def test_anchors_boxes_and_masks_stay_float32_under_bf16():
     torch.manual_seed(0)
-    model = OANet(tiny_config()).eval()
+    model = OANet.from_config(tiny_config()).eval()
     image_list, _ = model.transform([sample()[0]])
     features, _ = model.backbone(image_list.tensors)
     levels = list(features.values())
@@ -89,7 +89,7 @@ def test_anchors_boxes_and_masks_stay_float32_under_bf16():
 
 def test_the_float32_hooks_change_nothing_in_float32():
     torch.manual_seed(0)
-    model = OANet(tiny_config()).eval()
+    model = OANet.from_config(tiny_config()).eval()
     bare = copy.deepcopy(model)
     for module in bare.modules():
         module._forward_hooks.clear()
@@ -244,7 +244,7 @@ def test_oanet_train_runs_under_autocast(tmp_path, device, precision):
     """Two iterations of the training loop: finite losses; the GradScaler's state is checkpointed
     exactly when fp16 needs one."""
     from oanet.data.synthetic import generate_dataset
-    from oanet.engine.train import train
+    from oanet.train.trainer import train
     from test_train_e2e import TINY, _data_overrides
 
     root = tmp_path / "synthetic"

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from oanet.base_predictor import check_resizable
+from oanet.inference.base import check_resizable
 from oanet.data.images import as_rgb, list_image_files, load_rgb_image, to_float_chw
-from oanet.engine.inference import ImageFiles, Ranks, unique_output_names
-from oanet.engine.predict import split_inputs
+from oanet.inference.loop import ImageFiles, Ranks, unique_output_names
+from oanet.inference.predict import split_inputs
 from oanet.errors import ConfigError, DataError
 
 
@@ -146,7 +146,7 @@ def test_too_thin_image_is_named():
     ("evaluate", ["--batch-size", "0"], "--batch-size must be >= 1"),
     ("evaluate", ["--workers", "-1"], "--workers must be >= 0"),
     ("evaluate", ["--loader-threads", "-1"], "--loader-threads must be >= 0"),
-    ("predict", ["--score-thresh", "1.5", "x.png", "--out", "o"], r"--score-thresh must be in \[0, 1\]"),
+    ("predict", ["--score-thresh", "1.5", "x.png", "--out", "o"], r"--score-thresh must be a number in \[0, 1\]"),
 ])
 def test_cli_bad_counts_are_one_line_errors(command, args, words, capsys):
     from oanet.cli import main
@@ -169,7 +169,7 @@ def test_cli_needs_exactly_one_model(capsys):
 
 
 def test_unusable_output_folder_is_named(tmp_path):
-    from oanet.engine.predict import predict
+    from oanet.inference.predict import predict
 
     image = _write_image(tmp_path / "a.png")
     blocker = tmp_path / "file.txt"

@@ -94,7 +94,7 @@ def test_the_srm_ranks_exactly_the_detections_fusion_pastes(tiny_checkpoint, tes
     strict = Predictor.from_checkpoint(tiny_checkpoint, score_thresh=thresh)
     strict.model.register_forward_hook(lambda module, args, out: outputs.append(out[0]))
     # A different threshold in the model's own config must not matter: the predictor's is passed on.
-    strict.model.cfg.fusion.score_thresh = 0.99
+    strict.model.score_thresh = 0.99
     result = strict(test_images[0])
     out = outputs[-1]
     assert torch.equal(out["selected"], out["scores"] >= thresh)

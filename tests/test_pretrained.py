@@ -60,7 +60,7 @@ def _perturb(tv: torch.nn.Module, seed: int, confidence: float = 3.0) -> None:
 
 
 def _oanet_for(label_space: LabelSpace, size: dict = SIZE, **backbone) -> OANet:
-    return OANet(ModelConfig(
+    return OANet.from_config(ModelConfig(
         num_thing_classes=label_space.num_things, num_stuff_classes=label_space.num_stuff,
         min_size=(size["min_size"],), max_size=size["max_size"], backbone=BackboneConfig(**backbone),
         rpn=RPNConfig(pre_nms_top_n_test=SIZE["rpn_pre_nms_top_n_test"], post_nms_top_n_test=SIZE["rpn_post_nms_top_n_test"]),
@@ -222,7 +222,7 @@ def _coco_shaped_source(model: OANet, seed: int = 0) -> dict:
 def test_class_rows_onto_another_dataset_by_id_then_name_and_fresh_rows_for_new_classes(tmp_path):
     label_space = _custom_label_space()
     torch.manual_seed(0)
-    model = OANet(_tiny_cfg(label_space))
+    model = OANet.from_config(_tiny_cfg(label_space))
     before = {k: v.clone() for k, v in model.state_dict().items()}
     source = _coco_shaped_source(model)
     torch.save(source, tmp_path / "tv.pth")
@@ -253,9 +253,9 @@ def test_match_slots():
 
 def test_a_shape_mismatch_is_an_error_naming_the_tensors(tmp_path):
     label_space = _custom_label_space()
-    model = OANet(_tiny_cfg(label_space))
+    model = OANet.from_config(_tiny_cfg(label_space))
     source = _coco_shaped_source(model)
-    wider = OANet(_tiny_cfg(label_space, backbone=BackboneConfig(depth=18, fpn_channels=32)))
+    wider = OANet.from_config(_tiny_cfg(label_space, backbone=BackboneConfig(depth=18, fpn_channels=32)))
     torch.save(_coco_shaped_source(wider), tmp_path / "wider.pth")
     with pytest.raises(ConfigError, match=r"tensor\(s\) do not fit this model: backbone\.fpn\.inner_blocks\.0\.0\.weight \(16, 64, 1, 1\) <- .* \(32, 64, 1, 1\)"):
         load_pretrained(model, tmp_path / "wider.pth", label_space)
@@ -268,7 +268,7 @@ def test_a_shape_mismatch_is_an_error_naming_the_tensors(tmp_path):
 
 def test_unreadable_or_foreign_sources_are_one_line_errors(tmp_path):
     label_space = _custom_label_space()
-    model = OANet(_tiny_cfg(label_space))
+    model = OANet.from_config(_tiny_cfg(label_space))
     with pytest.raises(ConfigError, match="neither a file nor a torchvision weights name"):
         load_pretrained(model, tmp_path / "missing.pth", label_space)
     (tmp_path / "garbage.pth").write_bytes(b"not a zip")
@@ -285,7 +285,7 @@ def test_oanet_checkpoint_onto_another_label_space_remaps_detection_stuff_and_sr
     source_space = _custom_label_space()
     torch.manual_seed(1)
     source_cfg = _tiny_cfg(source_space)
-    source_model = OANet(source_cfg)
+    source_model = OANet.from_config(source_cfg)
     checkpoint = {"model": source_model.state_dict(), "config": to_dict(Config(model=source_cfg)),
                   "label_space": source_space.to_dict(), "iteration": 10}
     torch.save(checkpoint, tmp_path / "model_final.pth")
@@ -296,7 +296,7 @@ def test_oanet_checkpoint_onto_another_label_space_remaps_detection_stuff_and_sr
         Category(301, "lava", False, (6, 6, 6)),
     ])
     torch.manual_seed(2)
-    model = OANet(_tiny_cfg(target_space))
+    model = OANet.from_config(_tiny_cfg(target_space))
     before = {k: v.clone() for k, v in model.state_dict().items()}
     report = load_pretrained(model, tmp_path / "model_final.pth", target_space)
     state, src = model.state_dict(), checkpoint["model"]
@@ -321,8 +321,8 @@ def test_oanet_checkpoint_onto_another_label_space_remaps_detection_stuff_and_sr
 
 def test_stuff_branch_of_a_non_shared_backbone_starts_as_a_copy(tmp_path):
     label_space = _custom_label_space()
-    model = OANet(_tiny_cfg(label_space, sharing="none"))
-    source = _coco_shaped_source(OANet(_tiny_cfg(label_space)))
+    model = OANet.from_config(_tiny_cfg(label_space, sharing="none"))
+    source = _coco_shaped_source(OANet.from_config(_tiny_cfg(label_space)))
     torch.save(source, tmp_path / "tv.pth")
     report = load_pretrained(model, tmp_path / "tv.pth", label_space)
     state = model.state_dict()
@@ -334,7 +334,7 @@ def test_stuff_branch_of_a_non_shared_backbone_starts_as_a_copy(tmp_path):
 
 def test_report_is_readable_and_serialises_to_json(tmp_path):
     label_space = _custom_label_space()
-    model = OANet(_tiny_cfg(label_space, input_format="BGR"))
+    model = OANet.from_config(_tiny_cfg(label_space, input_format="BGR"))
     torch.save(_coco_shaped_source(model), tmp_path / "tv.pth")
     report = load_pretrained(model, tmp_path / "tv.pth", label_space)
     text = str(report)
@@ -355,14 +355,14 @@ def test_report_is_readable_and_serialises_to_json(tmp_path):
 
 def test_freeze_stops_the_named_modules_from_training():
     label_space = _custom_label_space()
-    model = OANet(_tiny_cfg(label_space))
+    model = OANet.from_config(_tiny_cfg(label_space))
     assert freeze(model, ["backbone", "rpn", "roi_heads.box_head"]) == ["backbone", "rpn", "roi_heads.box_head"]
     trainable = {n.split(".")[0] + ("." + n.split(".")[1] if n.startswith("roi_heads") else "")
                  for n, p in model.named_parameters() if p.requires_grad}
     assert trainable == {"roi_heads.box_predictor", "roi_heads.mask_head", "roi_heads.mask_predictor", "stuff_head", "srm"}
     with pytest.raises(ConfigError, match=r"model.freeze: 'heads' is not a module of this model \(top level: transform, backbone, rpn, roi_heads, stuff_head, srm\)"):
         freeze(model, ["heads"])
-    trainable_bn = OANet(_tiny_cfg(label_space, backbone=BackboneConfig(depth=18, fpn_channels=16, frozen_bn=False)))
+    trainable_bn = OANet.from_config(_tiny_cfg(label_space, backbone=BackboneConfig(depth=18, fpn_channels=16, frozen_bn=False)))
     with pytest.raises(ConfigError, match="backbone has BatchNorm layers .*frozen_bn: true"):
         freeze(trainable_bn, ["backbone"])
     assert freeze(trainable_bn, ["rpn"]) == ["rpn"]

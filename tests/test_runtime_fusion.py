@@ -115,7 +115,7 @@ def test_float32_comparisons_as_torch_makes_them():
     assert found is not None
     limit, ref = found
     cfg = FusionConfig(score_thresh=0.5, overlap_thresh=0.5, stuff_area_limit=limit, stuff_area_reference_size=ref)
-    area = round(np_fusion.stuff_area_limit(cfg, 40, 40))
+    area = round(cfg.min_stuff_area(40, 40))
     sem = torch.full((40, 40), 2)
     sem.view(-1)[:area] = 3  # stuff 1 has exactly `area` pixels, a hair below the float64 limit
     none = (torch.zeros(0, 40, 40), torch.zeros(0, dtype=torch.long), torch.zeros(0), torch.zeros(0))
@@ -126,7 +126,7 @@ def test_float32_comparisons_as_torch_makes_them():
 @pytest.mark.parametrize("combo", COMBOS[:4] + COMBOS[-1:], ids=lambda c: "-".join(map(str, c)))
 def test_numpy_fusion_equals_torch_fusion_on_model_outputs(combo):
     torch.manual_seed(0)
-    model = OANet(tiny_config(*combo)).eval()
+    model = OANet.from_config(tiny_config(*combo)).eval()
     with torch.no_grad():
         model.roi_heads.mask_predictor.mask_fcn_logits.weight.mul_(20.0)  # confident, overlapping masks
         images = [sample(classes=combo[1])[0], torch.rand(3, 50, 70, generator=torch.Generator().manual_seed(1))]

@@ -337,7 +337,7 @@ def _run_ranks(make, nodes: int, per_node: int) -> list:
     """``once_per_node(make(rank, node))`` on ``nodes * per_node`` threads standing in for ranks."""
     import threading
 
-    from oanet.engine.distributed import DistContext, once_per_node
+    from oanet.distributed import DistContext, once_per_node
 
     world = nodes * per_node
     gate = threading.Barrier(world, timeout=30)

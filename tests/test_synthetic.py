@@ -16,7 +16,7 @@ from oanet.data.morphology import label_boundary
 from oanet.data.png_io import read_id_png
 from oanet.data.synthetic.geometry import Grid, Shape, polygon_mask, shape_mask
 from oanet.errors import DataError
-from oanet.evaluation.order_experiment import order_experiment, priority_order
+from order_experiment import order_experiment, priority_order
 
 SIZE = 96
 SEED = 3

@@ -132,7 +132,7 @@ def test_outputs_of_a_training_run(reference_run):
 
 
 def test_load_model_from_checkpoint_for_inference(reference_run, one_thread):
-    from oanet.engine.checkpoint import load_model_from_checkpoint
+    from oanet.model.checkpoint import load_model_from_checkpoint
 
     model, cfg, label_space = load_model_from_checkpoint(reference_run / "model_final.pth")
     assert not model.training and label_space.num_things == cfg.model.num_thing_classes
@@ -170,7 +170,7 @@ def test_sigkill_then_resume_matches_uninterrupted_run(synthetic, reference_run,
 
 
 def test_resume_with_longer_schedule_and_refusals(synthetic, reference_run, tmp_path, one_thread):
-    from oanet.engine.train import train
+    from oanet.train.trainer import train
     from oanet.errors import ConfigError
 
     out = tmp_path / "extended"
@@ -217,8 +217,8 @@ def test_two_processes_equal_one_process_with_accumulation(synthetic, reference_
 
 
 def test_divergence_stops_with_the_iteration_and_loss_terms(synthetic, tmp_path, one_thread):
-    from oanet.engine.train import train
-    from oanet.engine.train_step import NonFiniteLossError
+    from oanet.train.trainer import train
+    from oanet.train.step import NonFiniteLossError
 
     cfg = _tiny_cfg(tmp_path / "diverge", _data_overrides(synthetic) + ["solver.base_lr=1e12", "solver.warmup_iters=0"])
     with pytest.raises(NonFiniteLossError, match=r"not finite at iteration \d+: .*(rpn_cls|cls|bbox|mask|seg|srm)="):
@@ -226,7 +226,7 @@ def test_divergence_stops_with_the_iteration_and_loss_terms(synthetic, tmp_path,
 
 
 def test_train_on_real_coco_images_with_instances(coco16, tmp_path, one_thread):
-    from oanet.engine.train import train
+    from oanet.train.trainer import train
 
     out = tmp_path / "coco"
     overrides = [

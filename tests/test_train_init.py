@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from oanet.config import load_config, to_dict
-from oanet.engine.checkpoint import check_model_config, load_model_from_checkpoint
-from oanet.engine.train import train
+from oanet.model.checkpoint import check_model_config, load_model_from_checkpoint
+from oanet.train.trainer import train
 from oanet.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]

@@ -8,7 +8,7 @@ import math
 import pytest
 
 from oanet.config import SolverConfig
-from oanet.engine.data import (
+from oanet.train.sampler import (
     GlobalBatchSampler,
     aspect_ratio_groups,
     epoch_batches,
@@ -16,8 +16,8 @@ from oanet.engine.data import (
     rank_slice,
     split_chunks,
 )
-from oanet.engine.schedule import effective_base_lr, lr_at, schedule_of
-from oanet.engine.train_step import chunk_seed
+from oanet.train.schedule import effective_base_lr, lr_at, schedule_of
+from oanet.train.step import chunk_seed
 from oanet.errors import ConfigError
 
 PAPER = dict(base_lr=0.02, warmup_iters=2000, warmup_factor=0.1, steps=(60000, 80000), gamma=0.1)
@@ -139,7 +139,7 @@ def test_negative_loader_workers_is_a_config_error_before_any_work(tmp_path):
     from pathlib import Path
 
     from oanet.config import load_config
-    from oanet.engine.train import train
+    from oanet.train.trainer import train
 
     tiny = Path(__file__).resolve().parents[1] / "configs" / "tiny_test.yaml"
     cfg = load_config(tiny, ["data.num_workers=-1", "device=cpu", f"output_dir={tmp_path / 'out'}"])
@@ -150,7 +150,7 @@ def test_negative_loader_workers_is_a_config_error_before_any_work(tmp_path):
 
 def test_resume_schedule_may_extend_but_not_change_the_past():
     from oanet.config import Config
-    from oanet.engine.schedule import run_schedule, schedule_differences
+    from oanet.train.schedule import run_schedule, schedule_differences
 
     cfg = Config()
     stored = run_schedule(cfg)
@@ -177,7 +177,7 @@ def test_resume_schedule_may_extend_but_not_change_the_past():
 
 
 def test_resume_label_space_ignores_names_and_colours():
-    from oanet.engine.train import label_classes
+    from oanet.train.trainer import label_classes
 
     cats = [{"id": 1, "name": "disc", "isthing": 1, "color": [1, 2, 3]}, {"id": 7, "name": "sky", "isthing": 0}]
     recoloured = [{**c, "color": [9, 9, 9], "name": c["name"].upper()} for c in cats]

@@ -68,7 +68,7 @@ def test_video_round_trip(tiny_checkpoint, tmp_path):
 
 def test_video_with_both_orders_and_odd_size(tiny_checkpoint, tmp_path):
     from oanet import Predictor
-    from oanet.engine.predict import predict
+    from oanet.inference.predict import predict
 
     clip = write_clip(tmp_path / "odd.mp4", frames=2, size=(66, 50))
     summary = predict(Predictor.from_checkpoint(tiny_checkpoint, order="both"), [clip], tmp_path / "o", progress=False)

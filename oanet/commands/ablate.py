@@ -25,7 +25,10 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from oanet.engine.ablate import parse_tables, run_ablation
+    from oanet.errors import make_dir
+
+    make_dir(args.out)  # before the (slow) imports and the work
+    from oanet.experiments.ablate import parse_tables, run_ablation
 
     command = "oanet " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else "oanet ablate"
     tables = parse_tables(args.tables) if args.tables is not None else None

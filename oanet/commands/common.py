@@ -25,15 +25,14 @@ def add_model_arguments(parser, checkpoint_help: str) -> None:
 
 
 def check_common(args) -> None:
+    from oanet.config import check_score_thresh
     from oanet.errors import ConfigError
 
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.loader_threads < 0:
         raise ConfigError(f"--loader-threads must be >= 0, got {args.loader_threads}")
-    score_thresh = getattr(args, "score_thresh", None)
-    if score_thresh is not None and not 0.0 <= score_thresh <= 1.0:
-        raise ConfigError(f"--score-thresh must be in [0, 1], got {score_thresh}")
+    check_score_thresh(getattr(args, "score_thresh", None), "--score-thresh")
 
 
 @contextlib.contextmanager
@@ -54,13 +53,11 @@ def predictor_from_args(args, order: str):
 
         yield OnnxPredictor(args.onnx, order=order, score_thresh=score_thresh)
         return
-    from oanet.engine.checkpoint import load_model_from_checkpoint
-    from oanet.engine.distributed import cleanup_distributed, init_distributed
-    from oanet.engine.predictor import Predictor
+    from oanet.model.checkpoint import load_model_from_checkpoint
+    from oanet.distributed import cleanup_distributed, init_distributed
+    from oanet.inference.torch_predictor import Predictor
 
-    model, cfg, label_space = load_model_from_checkpoint(args.checkpoint, device="cpu")
-    if label_space is None:
-        raise ConfigError(f"{args.checkpoint}: checkpoint holds no label space (category names); cannot name segments")
+    model, cfg, label_space = load_model_from_checkpoint(args.checkpoint, device="cpu", needs_labels_to="name segments")
     context = init_distributed(args.device or cfg.device)
     try:
         yield Predictor(model, cfg, label_space, device=str(context.device), order=order, score_thresh=score_thresh,

@@ -17,7 +17,10 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from oanet.engine.demo import run_demo
+    from oanet.errors import make_dir
+
+    make_dir(args.out)  # before the (slow) imports and the work
+    from oanet.experiments.demo import run_demo
 
     run_demo(args.out, data_dir=args.data, minutes=args.minutes, quick=args.quick)
     return 0

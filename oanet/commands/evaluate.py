@@ -43,7 +43,9 @@ def run(args) -> int:
     from pathlib import Path
 
     from oanet.commands.common import check_common, is_main_process, predictor_from_args
-    from oanet.engine.evaluate import evaluate, format_comparison
+    from oanet.inference.evaluate import evaluate, format_comparison
+    from oanet.errors import make_dir
+    from oanet.orders import order_key
     from oanet.errors import ConfigError
 
     check_common(args)
@@ -52,7 +54,7 @@ def run(args) -> int:
     if args.workers is not None and args.workers < 0:
         raise ConfigError(f"--workers must be >= 0, got {args.workers}")
     model_path = Path(args.checkpoint or args.onnx)
-    out_dir = Path(args.out) if args.out else model_path.parent / f"eval_{model_path.stem}"
+    out_dir = make_dir(Path(args.out) if args.out else model_path.parent / f"eval_{model_path.stem}")
     with predictor_from_args(args, order="both") as predictor:
         split = split_from_args(args, predictor)
         evaluation = evaluate(
@@ -60,6 +62,6 @@ def run(args) -> int:
             batch_size=args.batch_size, loader_threads=args.loader_threads, progress=not args.no_progress,
         )
     if is_main_process():
-        print(format_comparison(evaluation.results["score_order"], evaluation.results["srm_order"]))
+        print(format_comparison(evaluation.results[order_key("score")], evaluation.results[order_key("srm")]))
         print(f"wrote {out_dir / 'results.json'}")
     return 0

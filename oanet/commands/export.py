@@ -20,18 +20,17 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     from pathlib import Path
 
+    from oanet.errors import check_output_file
     from oanet.runtime.metadata import require
 
     require("onnx", "oanet export")  # before the (slow) checkpoint load
-    from oanet.engine.checkpoint import load_model_from_checkpoint
-    from oanet.errors import ConfigError
+    check_output_file(args.out, "ONNX file (--out)")
+    from oanet.model.checkpoint import load_model_from_checkpoint
     from oanet.export.exporter import check_opset, compare_with_pytorch, export_onnx
 
     check_opset(args.opset)
     checkpoint = Path(args.checkpoint)
-    model, cfg, label_space = load_model_from_checkpoint(checkpoint, device="cpu")
-    if label_space is None:
-        raise ConfigError(f"{checkpoint}: checkpoint holds no label space (category names); cannot export it")
+    model, cfg, label_space = load_model_from_checkpoint(checkpoint, device="cpu", needs_labels_to="export it")
     path = export_onnx(model, cfg, label_space, args.out, opset=args.opset)
     print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB, opset {args.opset})")
     if args.no_check:

@@ -25,10 +25,12 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     from oanet.commands.common import check_common, is_main_process, predictor_from_args
-    from oanet.engine.predict import predict, split_inputs
+    from oanet.errors import make_dir
+    from oanet.inference.predict import predict, split_inputs
 
     check_common(args)
     split_inputs(args.inputs)  # fail on a missing path or an empty folder before loading the model
+    make_dir(args.out)
     with predictor_from_args(args, order=args.order) as predictor:
         summary = predict(predictor, args.inputs, args.out, batch_size=args.batch_size,
                           overlays=not args.no_overlays, loader_threads=args.loader_threads,

@@ -43,7 +43,10 @@ def run(args: argparse.Namespace) -> int:
     if args.output is not None:
         cfg = dataclasses.replace(cfg, output_dir=args.output)
 
-    from oanet.engine.train import train
+    from oanet.errors import make_dir
+
+    make_dir(cfg.output_dir, "output folder (output_dir)")  # before the (slow) imports and the work
+    from oanet.train.trainer import train
 
     summary = train(cfg, resume=args.resume)
     if summary.get("world_size", 1) == 1 or _is_rank_zero():

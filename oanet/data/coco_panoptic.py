@@ -20,7 +20,6 @@ from oanet.data.panoptic_json import (  # noqa: F401  (re-exported: the records 
     PanopticAnnotation,
     check_image_id,
     read_images,
-    read_json,
     with_colors_from,
 )
 from oanet.data.png_io import OFFSET, read_id_png, write_id_png

@@ -6,7 +6,6 @@ to these functions for the exact error); :mod:`oanet.data.coco_panoptic` re-expo
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ import numpy as np
 
 from oanet.data.png_io import OFFSET
 from oanet.errors import DataError
+from oanet.fileio import read_json
 
 
 @dataclass(frozen=True)
@@ -42,20 +42,6 @@ class PanopticAnnotation:
 
     def __len__(self) -> int:
         return len(self.segment_ids)
-
-
-def read_json(path: str | Path, what: str = "") -> Any:
-    """Parsed JSON; ``what`` (e.g. "prediction") names the file's role in the errors."""
-    path = Path(path)
-    role = f"{what} JSON" if what else "JSON file"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: {role} not found")
-    try:
-        with open(path, "rb") as f:
-            return json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        kind = f"malformed {what} JSON" if what else "not valid JSON"
-        raise DataError(f"{path}: {kind} ({exc})") from None
 
 
 def check_image_id(image_id: Any, where: str) -> Any:

@@ -17,7 +17,8 @@ import numpy as np
 
 from oanet.data.instances import index_instances
 from oanet.data.labels import parse_categories
-from oanet.data.panoptic_json import ImageInfo, PanopticAnnotation, parse_annotation, parse_images, read_json
+from oanet.data.panoptic_json import ImageInfo, PanopticAnnotation, parse_annotation, parse_images
+from oanet.fileio import read_json
 from oanet.data.png_io import OFFSET
 from oanet.errors import DataError
 

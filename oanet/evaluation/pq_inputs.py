@@ -14,7 +14,8 @@ from typing import Any, Mapping, Optional, Union
 
 import numpy as np
 
-from oanet.data.coco_panoptic import check_image_id, read_json
+from oanet.data.coco_panoptic import check_image_id
+from oanet.fileio import read_json
 from oanet.errors import DataError
 
 MAX_SEGMENT_ID = 256**3 - 1  # a 24-bit RGB PNG holds no larger id

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, Optional
 import numpy as np
 
 if TYPE_CHECKING:
-    from oanet.evaluation.pq import Categories
+    from oanet.evaluation.pq_inputs import Categories
 
 # Rows of the per-image / accumulated statistics array, shape (4, number of categories).
 IOU, TP, FP, FN = range(4)

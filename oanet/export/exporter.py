@@ -122,7 +122,7 @@ def export_onnx(model: torch.nn.Module, cfg: Config, label_space: Any, path: str
 def compare_with_pytorch(path: str | Path, model: torch.nn.Module, cfg: Config, tolerance: float = 1e-3) -> dict:
     """Run the exported file (onnxruntime) and ``model`` (PyTorch) on one random image of a size the
     trace did not see; ``{"ok", "message", "detections", "max_box_diff", "max_score_diff"}``."""
-    from oanet.runtime.predictor import load_session
+    from oanet.runtime.onnx_predictor import load_session
 
     session = load_session(Path(path), None, None)
     traced = sample_image(cfg)

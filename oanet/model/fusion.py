@@ -30,9 +30,10 @@ from typing import Any, Mapping, Optional, Sequence
 import torch
 from torch import Tensor
 
-from oanet.config import FusionConfig, stuff_area_limit
+from oanet.config import FusionConfig
 from oanet.data.labels import category_ids, channel_to_stuff_index
-from oanet.result import fused_segments
+from oanet.orders import ORDER_SCORES
+from oanet.result import fused_segments, thing_rows
 
 
 def paste_order(labels: Tensor, det_scores: Tensor, order_scores: Tensor, per_class: bool = True) -> Tensor:
@@ -156,9 +157,6 @@ def panoptic_fusion(
     instance when given; None for stuff), ``area``. ``per_class``: see :func:`paste_order`.
     """
     thing_ids, stuff_ids = category_ids(label_space)
-    h, w = sem_seg_labels.shape[-2:]
-    device = sem_seg_labels.device
-
     order = paste_order(labels, det_scores, order_scores, per_class)
     binary = masks[order] if masks.dtype == torch.bool else masks[order] > mask_thresh
     owner, kept = paste_instances(binary, cfg.overlap_thresh)
@@ -169,30 +167,29 @@ def panoptic_fusion(
     ids = _shifted_lookup(segment_id_of, owner)
     thing_areas = torch.bincount(owner.reshape(-1) + 1, minlength=len(order) + 1)[1:]
 
-    kept_order = order[kept]
-    # One transfer per column instead of a host sync per instance.
-    things = list(zip(
-        labels[kept_order].tolist(),
-        det_scores[kept_order].tolist(),
-        ranking_scores[kept_order].tolist() if ranking_scores is not None else [None] * len(kept_order),
-        thing_areas[kept].tolist(),
-    ))
-    stuff_rows: list = []
-
-    # Stuff fills what the instances left.
-    table = torch.from_numpy(channel_to_stuff_index(len(thing_ids), len(stuff_ids), stuff_classes)).to(device)
-    stuff = torch.where(owner < 0, table[sem_seg_labels.long()], -1)  # owner < 0 exactly where ids == 0
-    num_stuff = len(stuff_ids)
-    if num_stuff:
-        areas = torch.bincount(stuff.reshape(-1) + 1, minlength=num_stuff + 1)[1:]
-        big = areas >= max(stuff_area_limit(cfg, h, w), 1)
-        classes = big.nonzero().squeeze(1)
-        first_id = len(things) + 1
-        stuff_segment_id = torch.zeros(num_stuff, dtype=torch.long, device=device)
-        stuff_segment_id[classes] = torch.arange(first_id, first_id + len(classes), device=device)
-        ids = ids + _shifted_lookup(stuff_segment_id, stuff)  # the two are never both non-zero
-        stuff_rows = list(zip(classes.tolist(), areas[classes].tolist()))
+    things = thing_rows(order[kept], labels, det_scores, ranking_scores, thing_areas[kept])
+    ids, stuff_rows = _fill_stuff(ids, owner, sem_seg_labels, len(thing_ids), len(stuff_ids), len(things) + 1,
+                                  stuff_classes, cfg)
     return ids.to(torch.int32), fused_segments(things, stuff_rows, thing_ids, stuff_ids)
+
+
+def _fill_stuff(ids: Tensor, owner: Tensor, sem_seg_labels: Tensor, num_thing: int, num_stuff: int, first_id: int,
+                stuff_classes: str, cfg: FusionConfig) -> tuple[Tensor, list]:
+    """Stuff fills what the instances left: one segment per stuff class of at least the minimum area,
+    ids from ``first_id``. Returns the id map and ``[(stuff index, area)]``."""
+    if not num_stuff:
+        return ids, []
+    h, w = sem_seg_labels.shape[-2:]
+    device = sem_seg_labels.device
+    table = torch.from_numpy(channel_to_stuff_index(num_thing, num_stuff, stuff_classes)).to(device)
+    stuff = torch.where(owner < 0, table[sem_seg_labels.long()], -1)  # owner < 0 exactly where ids == 0
+    areas = torch.bincount(stuff.reshape(-1) + 1, minlength=num_stuff + 1)[1:]
+    big = areas >= max(cfg.min_stuff_area(h, w), 1)
+    classes = big.nonzero().squeeze(1)
+    stuff_segment_id = torch.zeros(num_stuff, dtype=torch.long, device=device)
+    stuff_segment_id[classes] = torch.arange(first_id, first_id + len(classes), device=device)
+    ids = ids + _shifted_lookup(stuff_segment_id, stuff)  # the two are never both non-zero
+    return ids, list(zip(classes.tolist(), areas[classes].tolist()))
 
 
 def _shifted_lookup(values: Tensor, index: Tensor) -> Tensor:
@@ -200,7 +197,6 @@ def _shifted_lookup(values: Tensor, index: Tensor) -> Tensor:
     return torch.cat([values.new_zeros(1), values])[index + 1]
 
 
-ORDER_SCORES = {"score": "scores", "srm": "ranking_scores"}
 
 
 def fuse(
@@ -216,7 +212,7 @@ def fuse(
     ``"score"`` pastes by detection score (the heuristic), ``"srm"`` by the SRM ranking score. Any
     other order is named by a key of ``order_scores``, whose value gives one score per detection of
     ``prediction`` (higher = pasted on top); those scores rank every instance, including instances of
-    one class (e.g. the true depth order of :mod:`oanet.evaluation.oracle`). The detections pasted
+    one class (e.g. the true depth order of :mod:`oanet.experiments.oracle`). The detections pasted
     are exactly those the model ``selected`` (the ones the SRM ranked), in every order;
     ``cfg.score_thresh`` is the model's default for that choice and is not read here.
     """
@@ -272,6 +268,5 @@ __all__: Sequence[str] = (
     "fuse",
     "paste_order",
     "paste_instances",
-    "stuff_area_limit",
     "category_ids",
 )

@@ -1,7 +1,7 @@
 """OANet: Mask R-CNN instance branch + stuff branch on a shared FPN, plus the spatial ranking module.
 
-``OANet(cfg)(images, targets)`` in training mode returns the seven losses of Eq. 1; in eval mode
-``OANet(cfg)(images)`` returns one dict per image (docs/design.md), at the original image size.
+``model(images, targets)`` in training mode returns the seven losses of Eq. 1; in eval mode
+``model(images)`` returns one dict per image (docs/design.md), at the original image size.
 The instance branch is torchvision's RegionProposalNetwork + RoIHeads, composed, not rewritten;
 labels cross its boundary as thing indices 0..T-1 and get torchvision's background offset inside.
 """
@@ -93,6 +93,17 @@ def build_roi_heads(cfg: RoIHeadsConfig, in_channels: int, num_thing_classes: in
     )
 
 
+def feature_coordinates(
+    image_size: tuple[int, int], original_size: tuple[int, int], stride: int, like: Tensor
+) -> tuple[Tensor, Tensor]:
+    """Where each original pixel centre falls on a stride-``stride`` feature map of the resized image
+    ``image_size``: ``(fy (H), fx (W))`` in feature cells, on ``like``'s device and dtype."""
+    (h, w), (oh, ow) = image_size, original_size
+    fy = (torch.arange(oh, device=like.device, dtype=like.dtype) + 0.5) * (h / oh) / stride
+    fx = (torch.arange(ow, device=like.device, dtype=like.dtype) + 0.5) * (w / ow) / stride
+    return fy, fx
+
+
 def resample_to_original(
     logits: Tensor, image_size: tuple[int, int], original_size: tuple[int, int], stride: int
 ) -> Tensor:
@@ -103,12 +114,9 @@ def resample_to_original(
     is the resized, unpadded image inside the padded batch.
     """
     logits = full_precision(logits)  # pixel coordinates need float32 (bfloat16: 8 significant bits)
-    (h, w), (oh, ow) = image_size, original_size
+    oh, ow = original_size
     fh, fw = logits.shape[-2:]
-    device, dtype = logits.device, logits.dtype
-    # Original pixel centre -> resized image coordinate -> feature coordinate -> [-1, 1].
-    fy = (torch.arange(oh, device=device, dtype=dtype) + 0.5) * (h / oh) / stride
-    fx = (torch.arange(ow, device=device, dtype=dtype) + 0.5) * (w / ow) / stride
+    fy, fx = feature_coordinates(image_size, original_size, stride, logits)
     gy = (2 * fy / fh - 1)[:, None].expand(oh, ow)
     gx = (2 * fx / fw - 1)[None, :].expand(oh, ow)
     grid = torch.stack((gx, gy), dim=-1)[None]
@@ -129,11 +137,8 @@ def stuff_labels(
     so the labels are those of the full-resolution argmax, up to float rounding at exact ties.
     """
     logits = full_precision(logits)
-    (h, w), (oh, ow) = image_size, original_size
     fh, fw = logits.shape[-2:]
-    device, dtype = logits.device, logits.dtype
-    fy = (torch.arange(oh, device=device, dtype=dtype) + 0.5) * (h / oh) / stride
-    fx = (torch.arange(ow, device=device, dtype=dtype) + 0.5) * (w / ow) / stride
+    fy, fx = feature_coordinates(image_size, original_size, stride, logits)
     # grid_sample (align_corners=False, border padding) samples input coordinate f - 0.5, clamped.
     y0 = (fy - 0.5).clamp(0, fh - 1).floor().long()
     x0 = (fx - 0.5).clamp(0, fw - 1).floor().long()
@@ -150,18 +155,56 @@ def stuff_labels(
 
 
 class OANet(nn.Module):
-    """The end-to-end panoptic network of the paper (Fig. 2)."""
+    """The end-to-end panoptic network of the paper (Fig. 2), composed of its parts as torchvision's
+    ``GeneralizedRCNN`` is: any module with the same interface can take the place of one.
 
-    def __init__(self, cfg: ModelConfig) -> None:
+    * ``transform``: a :class:`~oanet.model.transform.PanopticTransform` (resize, normalise, batch);
+    * ``backbone``: ``images -> (instance features, stuff features)``, two ordered dicts of FPN levels
+      (the same dict when the branches share the FPN) with an ``out_channels`` attribute;
+    * ``rpn``, ``roi_heads``: torchvision's ``RegionProposalNetwork`` and ``RoIHeads`` (with a mask
+      head), over ``num_thing_classes + 1`` classes (torchvision's background is class 0);
+    * ``stuff_head``: stuff features -> stride-4 logits, with a ``loss(logits, targets)`` method;
+    * ``srm``: a :class:`~oanet.model.srm.SpatialRankingModule`, or None (rank by detection score).
+
+    ``score_thresh`` is the default detection score from which a detection is selected (ranked and
+    pasted). :meth:`from_config` (or :func:`build_model`) builds every part from a ``ModelConfig``.
+    """
+
+    def __init__(
+        self,
+        *,
+        transform: nn.Module,
+        backbone: nn.Module,
+        rpn: nn.Module,
+        roi_heads: nn.Module,
+        stuff_head: nn.Module,
+        srm: Optional[nn.Module],
+        num_thing_classes: int,
+        num_stuff_classes: int,
+        score_thresh: float = 0.5,
+    ) -> None:
         super().__init__()
+        if num_thing_classes < 1:
+            raise ConfigError("model.num_thing_classes must be >= 1 (it is filled from the dataset's categories)")
+        if num_stuff_classes < 0:
+            raise ConfigError("model.num_stuff_classes must be >= 0")
+        self.cfg: Optional[ModelConfig] = None  # the config it was built from (from_config), if any
+        self.num_thing_classes = int(num_thing_classes)
+        self.num_stuff_classes = int(num_stuff_classes)
+        self.score_thresh = float(score_thresh)
+        self.transform = transform
+        self.backbone = backbone
+        self.rpn = rpn
+        self.roi_heads = roi_heads
+        self.stuff_head = stuff_head
+        self.srm = srm
+
+    @classmethod
+    def from_config(cls, cfg: ModelConfig) -> "OANet":
+        """Every part as ``cfg`` describes it (the paper's network; docs/model.md)."""
         if cfg.num_thing_classes < 1:
             raise ConfigError("model.num_thing_classes must be >= 1 (it is filled from the dataset's categories)")
-        if cfg.num_stuff_classes < 0:
-            raise ConfigError("model.num_stuff_classes must be >= 0")
-        self.cfg = cfg
-        self.num_thing_classes = cfg.num_thing_classes
-        self.num_stuff_classes = cfg.num_stuff_classes
-        self.transform = PanopticTransform(
+        transform = PanopticTransform(
             min_size=tuple(int(s) for s in cfg.min_size),
             max_size=cfg.max_size,
             image_mean=list(cfg.pixel_mean),
@@ -170,24 +213,25 @@ class OANet(nn.Module):
             input_format=cfg.input_format,
             input_scale=cfg.input_scale,
         )
-        self.backbone = OANetBackbone(cfg.backbone, cfg.sharing)
-        channels = self.backbone.out_channels
-        self.rpn = build_rpn(cfg.rpn, channels)
-        self.roi_heads = build_roi_heads(cfg.roi_heads, channels, cfg.num_thing_classes)
-        keep_geometry_float32(self.rpn, self.roi_heads)  # under autocast (docs/model.md)
+        backbone = OANetBackbone(cfg.backbone, cfg.sharing)
+        channels = backbone.out_channels
+        rpn = build_rpn(cfg.rpn, channels)
+        roi_heads = build_roi_heads(cfg.roi_heads, channels, cfg.num_thing_classes)
+        keep_geometry_float32(rpn, roi_heads)  # under autocast (docs/model.md)
+        # Parts are made in this order so that a seed gives the same initial weights as ever (the
+        # stuff head before the SRM: a network without the SRM starts from the same weights).
         try:
-            num_classes = num_channels(cfg.num_thing_classes, cfg.num_stuff_classes, cfg.stuff_head.classes)
+            stuff_head = StuffHead(channels, num_channels(cfg.num_thing_classes, cfg.num_stuff_classes,
+                                                          cfg.stuff_head.classes), cfg.stuff_head)
+            srm = (SpatialRankingModule(cfg.num_thing_classes, cfg.srm.kernel, cfg.srm.stride, cfg.srm.loss_weight)
+                   if cfg.srm.enabled else None)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
-        self.stuff_head = StuffHead(channels, num_classes, cfg.stuff_head)
-        self.srm: Optional[SpatialRankingModule] = None
-        if cfg.srm.enabled:
-            try:
-                self.srm = SpatialRankingModule(
-                    cfg.num_thing_classes, cfg.srm.kernel, cfg.srm.stride, cfg.srm.loss_weight
-                )
-            except ValueError as exc:
-                raise ConfigError(str(exc)) from None
+        model = cls(transform=transform, backbone=backbone, rpn=rpn, roi_heads=roi_heads, stuff_head=stuff_head, srm=srm,
+                    num_thing_classes=cfg.num_thing_classes, num_stuff_classes=cfg.num_stuff_classes,
+                    score_thresh=cfg.fusion.score_thresh)
+        model.cfg = cfg
+        return model
 
     # ------------------------------------------------------------------------------------------
     def forward(
@@ -195,7 +239,7 @@ class OANet(nn.Module):
     ):
         """Training: ``(images, targets) -> losses``. Inference: ``images -> [dict per image]``.
 
-        ``score_thresh`` (inference; default ``cfg.fusion.score_thresh``) is the detection score from
+        ``score_thresh`` (inference; default ``self.score_thresh``) is the detection score from
         which a detection is *selected*: ranked by the SRM and pasted by fusion. It is an argument
         here, and fusion reads the outcome (``selected``) from the output, so the two can never
         disagree about which detections take part.
@@ -204,7 +248,7 @@ class OANet(nn.Module):
             if targets is None:
                 raise ValueError("OANet in training mode needs targets")
             return self._forward_train(images, targets)
-        thresh = self.cfg.fusion.score_thresh if score_thresh is None else float(score_thresh)
+        thresh = self.score_thresh if score_thresh is None else float(score_thresh)
         return self._forward_inference(images, thresh)
 
     def _check_and_offset_targets(self, targets: list[dict]) -> list[dict]:
@@ -316,5 +360,7 @@ class OANet(nn.Module):
             ranks.append(torch.zeros_like(det["scores"]).scatter(0, index, rank))
         return ranks
 
+
 def build_model(cfg: ModelConfig) -> OANet:
-    return OANet(cfg)
+    """:meth:`OANet.from_config`."""
+    return OANet.from_config(cfg)

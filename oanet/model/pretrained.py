@@ -228,6 +228,18 @@ def load_weights(model: nn.Module, weights: SourceWeights, label_space: LabelSpa
             report.remapped.append({"target": name, "source": original, "detail": "copy for the stuff branch"})
         else:
             report.loaded.append({"target": name, "source": original})
+    _check_fit(report, mismatches, source, weights)
+    report.unused = [{"source": k, "detail": v} for k, v in weights.unused.items()] + [
+        {"source": weights.names[n], "detail": why_unused.get(n) or _unused_reason(n)}
+        for n in weights.tensors if n not in used
+    ]
+    report.notes += _fresh_class_notes(fresh_classes) + _input_notes(cfg, weights.expects)
+    model.load_state_dict(new_state)
+    return report
+
+
+def _check_fit(report: LoadReport, mismatches: list[str], source: str, weights: SourceWeights) -> None:
+    """A ConfigError when required tensors do not fit, or when nothing of the source was used."""
     if mismatches:
         raise ConfigError(
             f"model.init: {source}: {len(mismatches)} tensor(s) do not fit this model: "
@@ -236,13 +248,6 @@ def load_weights(model: nn.Module, weights: SourceWeights, label_space: LabelSpa
         )
     if not report.loaded and not report.remapped:
         raise ConfigError(f"model.init: {source}: no tensor of it fits this model ({weights.description})")
-    report.unused = [{"source": k, "detail": v} for k, v in weights.unused.items()] + [
-        {"source": weights.names[n], "detail": why_unused.get(n) or _unused_reason(n)}
-        for n in weights.tensors if n not in used
-    ]
-    report.notes += _fresh_class_notes(fresh_classes) + _input_notes(cfg, weights.expects)
-    model.load_state_dict(new_state)
-    return report
 
 
 def _stuff_branch_copy(name: str, weights: SourceWeights) -> Optional[str]:

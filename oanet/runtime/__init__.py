@@ -13,6 +13,6 @@ onnxruntime is imported when a predictor is made, and missing it is a one-line e
 
 from oanet.runtime.fusion import fuse, panoptic_fusion
 from oanet.runtime.metadata import MissingExtraError
-from oanet.runtime.predictor import OnnxPredictor
+from oanet.runtime.onnx_predictor import OnnxPredictor
 
 __all__ = ["OnnxPredictor", "fuse", "panoptic_fusion", "MissingExtraError"]

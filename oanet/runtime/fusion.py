@@ -14,11 +14,11 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from oanet.config import FusionConfig, stuff_area_limit
+from oanet.config import FusionConfig
 from oanet.data.labels import LabelSpace, category_ids, channel_to_stuff_index
-from oanet.result import fused_segments
+from oanet.orders import ORDER_SCORES
+from oanet.result import fused_segments, thing_rows
 
-ORDER_SCORES = {"score": "scores", "srm": "ranking_scores"}
 
 
 def _argsort_desc(key: np.ndarray) -> np.ndarray:
@@ -119,13 +119,7 @@ def panoptic_fusion(
         ids = np.where(owner >= 0, segment_id_of[np.maximum(owner, 0)], 0)
     thing_areas = np.bincount(owner[owner >= 0], minlength=len(order))
 
-    kept_order = order[kept]
-    things = list(zip(
-        labels[kept_order].tolist(),
-        det_scores[kept_order].tolist(),
-        ranking_scores[kept_order].tolist() if ranking_scores is not None else [None] * len(kept_order),
-        thing_areas[kept].tolist(),
-    ))
+    things = thing_rows(order[kept], labels, det_scores, ranking_scores, thing_areas[kept])
     stuff_rows: list = []
 
     # Stuff fills what the instances left.
@@ -136,7 +130,7 @@ def panoptic_fusion(
         valid = stuff >= 0
         areas = np.bincount(stuff[valid], minlength=num_stuff)
         # torch compares the int64 areas with the Python float limit in float32.
-        big = areas.astype(np.float32) >= np.float32(max(stuff_area_limit(cfg, h, w), 1))
+        big = areas.astype(np.float32) >= np.float32(max(cfg.min_stuff_area(h, w), 1))
         classes = np.flatnonzero(big)
         first_id = len(things) + 1
         stuff_segment_id = np.zeros(num_stuff, dtype=np.int64)
@@ -210,6 +204,5 @@ __all__: Sequence[str] = (
     "fuse_selected",
     "paste_order",
     "paste_instances",
-    "stuff_area_limit",
     "category_ids",
 )

@@ -115,7 +115,7 @@ def read_metadata(custom: Mapping[str, str], path: str | Path) -> DeployInfo:
         if data["stuff_classes"] not in STUFF_CLASSES:
             raise ValueError(f"stuff_classes {data['stuff_classes']!r}")
         prep = data["preprocessing"]
-        return DeployInfo(
+        info = DeployInfo(
             label_space=LabelSpace.from_dict(data["label_space"]),
             stuff_classes=data["stuff_classes"],
             fusion=from_dict(FusionConfig, data["fusion"], f"{path}: metadata fusion"),
@@ -130,6 +130,21 @@ def read_metadata(custom: Mapping[str, str], path: str | Path) -> DeployInfo:
         raise
     except (ValueError, KeyError, TypeError, AttributeError, DataError) as exc:
         raise ConfigError(f"{path}: bad oanet metadata ({type(exc).__name__}: {exc})") from None
+    check_class_counts(info, path)
+    return info
+
+
+def check_class_counts(info: DeployInfo, path: str | Path) -> None:
+    """The metadata's categories against the class counts the graph was built with (its config's
+    ``num_thing_classes`` / ``num_stuff_classes``, the sizes of the box predictor and stuff head):
+    an edited category list would index past the label table in fusion."""
+    model = info.config.model
+    things, stuff = info.label_space.num_things, info.label_space.num_stuff
+    if (things, stuff) != (model.num_thing_classes, model.num_stuff_classes):
+        raise ConfigError(
+            f"{path}: the metadata declares {things} thing and {stuff} stuff categories, the graph was built for "
+            f"{model.num_thing_classes} and {model.num_stuff_classes}; export the checkpoint again"
+        )
 
 
 __all__ = [

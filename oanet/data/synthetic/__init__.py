@@ -21,7 +21,7 @@ not depend on the number of worker processes.
 Modules: ``classes`` (classes, depth rules), ``geometry`` (silhouettes), ``rendering`` (textures,
 painting), ``scene`` (instances, depth, visibility), ``image`` (one image: pixels, segments,
 annotations), ``writer`` (the dataset on disk). How much the pasting order matters on it is measured
-by :mod:`oanet.evaluation.order_experiment`.
+by :mod:`order_experiment`.
 """
 
 from oanet.data.synthetic.classes import SPLITS, STUFF, THING_IDS, THINGS, StuffClass, ThingClass, categories

@@ -1,7 +1,7 @@
 """One inference loop for ``oanet predict``, ``oanet evaluate`` and ``oanet demo``.
 
 A predictor (:class:`oanet.Predictor` or :class:`oanet.runtime.OnnxPredictor`) runs over a *source*
-of images and every result is handed to *sinks* (:mod:`oanet.engine.sinks`): a COCO panoptic writer
+of images and every result is handed to *sinks* (:mod:`oanet.inference.sinks`): a COCO panoptic writer
 per order, overlays, the order-difference statistics, PQ. This is detectron2's
 ``inference_on_dataset`` + ``DatasetEvaluator`` split, without its registries.
 
@@ -162,7 +162,7 @@ def current_ranks() -> Ranks:
     if dist is not None and dist.is_available() and dist.is_initialized():
         return Ranks(dist.get_rank(), dist.get_world_size())
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        raise RuntimeError("WORLD_SIZE > 1 but no process group: call oanet.engine.distributed.init_distributed first")
+        raise RuntimeError("WORLD_SIZE > 1 but no process group: call oanet.distributed.init_distributed first")
     return Ranks()
 
 

@@ -14,13 +14,14 @@ import os
 import random
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 import torch
 
 from oanet.config import Config, ModelConfig, diff_configs, from_dict, to_dict
 from oanet.errors import ConfigError, DataError
+from oanet.fileio import default_file_mode
 
 FORMAT_VERSION = 1
 
@@ -39,6 +40,7 @@ def atomic_save(obj: dict, path: str | Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.chmod(tmp_name, default_file_mode())  # mkstemp's 0600 would hide checkpoints from the group
         with os.fdopen(fd, "wb") as handle:
             torch.save(obj, handle)
             handle.flush()
@@ -63,8 +65,14 @@ def atomic_save(obj: dict, path: str | Path) -> None:
 def load_checkpoint_file(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
     """Load a checkpoint written by oanet, never unpickling code; clear errors for missing/corrupt files."""
     path = Path(path)
+    if path.is_dir():
+        found = sorted(p.name for p in path.glob("*.pth"))
+        hint = f"pass one of its .pth files: {', '.join(found[:8])}" if found else "it holds no .pth file"
+        raise ConfigError(f"{path}: is a folder, not a checkpoint; {hint}")
     if not path.is_file():
         raise FileNotFoundError(f"{path}: checkpoint not found")
+    if is_onnx_file(path):
+        raise ConfigError(f"{path}: this is an ONNX file (from `oanet export`): use --onnx, or oanet.runtime.OnnxPredictor")
     try:
         data = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # truncated zip, foreign pickle with code, ...
@@ -74,6 +82,15 @@ def load_checkpoint_file(path: str | Path, map_location: str | torch.device = "c
     if not isinstance(data, dict) or "model" not in data or "config" not in data:
         raise ConfigError(f"{path}: not an oanet checkpoint (expected a dict with 'model' and 'config')")
     return data
+
+
+def is_onnx_file(path: Path) -> bool:
+    """An ONNX model (a protobuf whose first field is ir_version), not a torch zip or pickle."""
+    if path.suffix.lower() == ".onnx":
+        return True
+    with open(path, "rb") as f:
+        head = f.read(2)
+    return len(head) == 2 and head[0] == 0x08 and head[1] < 0x80 and not head.startswith(b"PK")
 
 
 # --------------------------------------------------------------------------------------------
@@ -184,12 +201,14 @@ def final_model_state(model: torch.nn.Module, cfg: Config, label_space: Any, ite
     }
 
 
-def load_model_from_checkpoint(path: str | Path, device: str | torch.device = "cpu"):
+def load_model_from_checkpoint(path: str | Path, device: str | torch.device = "cpu", *,
+                               needs_labels_to: Optional[str] = None):
     """Build the model a checkpoint describes and load its weights.
 
     Returns ``(model, cfg, label_space)``: the model in eval mode on ``device``, the full training
     :class:`~oanet.config.Config` and the :class:`~oanet.data.labels.LabelSpace` (or None when
-    the checkpoint has none). Works on ``last.pth`` and ``model_final.pth`` alike.
+    the checkpoint has none). Works on ``last.pth`` and ``model_final.pth`` alike. With
+    ``needs_labels_to`` (e.g. "name segments"), a checkpoint without a label space is a ConfigError.
     """
     from oanet.data.labels import LabelSpace
     from oanet.model.oanet import build_model
@@ -200,6 +219,8 @@ def load_model_from_checkpoint(path: str | Path, device: str | torch.device = "c
         label_space = LabelSpace.from_dict(data["label_space"]) if data.get("label_space") else None
     except (DataError, AttributeError, TypeError) as exc:
         raise ConfigError(f"{path}: bad label space in the checkpoint ({exc})") from None
+    if label_space is None and needs_labels_to:
+        raise ConfigError(f"{path}: checkpoint holds no label space (category names); cannot {needs_labels_to}")
     # The checkpoint has every weight: do not fetch or read the ImageNet initialisation again.
     init_free = dataclasses.replace(
         cfg.model, backbone=dataclasses.replace(cfg.model.backbone, weights=None)

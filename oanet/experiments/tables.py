@@ -2,7 +2,7 @@
 
 A row names the trained network it reads (``network``), the SRM that ranked (``srm``: None = the
 network's own, jointly trained one; else a variant trained alone, see
-:mod:`oanet.engine.srm_training`) and the fusion order it reports (``score``: the heuristic merge,
+:mod:`oanet.train.srm_training`) and the fusion order it reports (``score``: the heuristic merge,
 which is what the paper's SRM-less baselines do; ``srm``; ``oracle``). ``paper`` is the row's
 (PQ, PQ_th, PQ_st) on COCO val with ResNet-50, for the direction of each effect.
 """
@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional, Sequence
+
+from oanet.orders import ORACLE, ORDERS, order_key
 
 GROUPS = {"pq": "All", "pq_th": "Things", "pq_st": "Stuff"}
 HEADER = "| {first} | PQ | PQ_th | PQ_st |{extra} paper, COCO val (R-50): PQ / PQ_th / PQ_st |"
@@ -91,13 +93,15 @@ def tables(numbers: Sequence[int]) -> list[Table]:
 
 def row_values(result: Mapping[str, Any], order: str) -> dict[str, float]:
     """``{"pq", "pq_th", "pq_st"}`` in percent of one evaluation's ``<order>_order`` PQ dict."""
-    pq = result[f"{order}_order"]
+    pq = result[order_key(order)]
     return {key: 100.0 * float(pq[group]["pq"]) for key, group in GROUPS.items()}
 
 
-def share_of_oracle_gain(result: Mapping[str, Any]) -> Optional[float]:
-    """(PQ_th SRM - score) / (PQ_th oracle - score) of one evaluation; None when the oracle adds nothing."""
-    score, srm, oracle = (float(result[f"{o}_order"]["Things"]["pq"]) for o in ("score", "srm", "oracle"))
+def oracle_share(result: Mapping[str, Any]) -> Optional[float]:
+    """The share of the PQ_th that a perfect order adds over the score order which the SRM order adds:
+    ``(srm - score) / (oracle - score)`` of ``Things`` PQ, from one evaluation's ``score_order``,
+    ``srm_order`` and ``oracle_order`` PQ dicts; None when the oracle adds nothing (undefined)."""
+    score, srm, oracle = (float(result[order_key(o)]["Things"]["pq"]) for o in (*ORDERS, ORACLE))
     return (srm - score) / (oracle - score) if oracle - score > 1e-12 else None
 
 
@@ -119,7 +123,7 @@ def summarize_row(row: Row, per_seed: Mapping[int, Mapping[str, Any]]) -> dict:
             continue
         values = row_values(record["results"], row.order)
         if row.order == "srm":
-            values["oracle_share"] = share_of_oracle_gain(record["results"])
+            values["oracle_share"] = oracle_share(record["results"])
         out["seeds"][seed] = values
     if out["seeds"]:
         keys = ["pq", "pq_th", "pq_st"] + (["oracle_share"] if row.order == "srm" else [])

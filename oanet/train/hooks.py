@@ -12,8 +12,8 @@ import os
 from pathlib import Path
 from typing import Callable
 
-from oanet.engine import checkpoint as ckpt
-from oanet.engine.distributed import all_gather_objects, barrier
+from oanet.model import checkpoint as ckpt
+from oanet.distributed import all_gather_objects, barrier
 from oanet.progress import Progress
 
 

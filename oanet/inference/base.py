@@ -14,28 +14,14 @@ from typing import Any, Iterable, Iterator, Optional, Sequence, Union
 
 import numpy as np
 
-from oanet.config import FusionConfig
+from oanet.config import FusionConfig, check_score_thresh
 from oanet.data.images import as_rgb, describe
 from oanet.errors import ConfigError, DataError
-from oanet.result import ORDERS, PanopticResult, build_result, category_table
+from oanet.orders import check_order, orders_of
+from oanet.result import PanopticResult, build_result, category_table
 
-ORDER_CHOICES = ("srm", "score", "both")
 Output = Union[PanopticResult, dict]  # one result, or {"score": ..., "srm": ...} for order="both"
 Fused = dict  # {order: (ids HxW int32 numpy, segments)}
-
-
-def check_order(order: str) -> str:
-    if order not in ORDER_CHOICES:
-        raise ConfigError(f"order must be one of {', '.join(ORDER_CHOICES)}, got {order!r}")
-    return order
-
-
-def check_score_thresh(score_thresh: Optional[float]) -> Optional[float]:
-    if score_thresh is None:
-        return None
-    if isinstance(score_thresh, bool) or not isinstance(score_thresh, (int, float)) or not 0.0 <= score_thresh <= 1.0:
-        raise ConfigError(f"score_thresh must be a number in [0, 1], got {score_thresh!r}")
-    return float(score_thresh)
 
 
 def check_resizable(height: int, width: int, min_size: int, max_size: int, name: str) -> None:
@@ -80,7 +66,7 @@ class BasePredictor:
 
     @property
     def orders(self) -> tuple[str, ...]:
-        return ORDERS if self.order == "both" else (self.order,)
+        return orders_of(self.order)
 
     # -- the one method a backend implements ---------------------------------------------------
     def _fuse_batch(self, rgbs: Sequence[np.ndarray], orders: Sequence[str],
@@ -144,4 +130,4 @@ class BasePredictor:
         return results if self.order == "both" else results[self.order]
 
 
-__all__ = ["BasePredictor", "check_order", "check_score_thresh", "check_resizable", "DataError"]
+__all__ = ["BasePredictor", "check_resizable"]

@@ -2,9 +2,9 @@
 
 For each seed, every network the selected tables need is trained at CPU scale
 (``synthetic_cpu_ablation.yaml`` plus the row's one change) and evaluated in three fusion orders
-from one forward pass per image (score, SRM, oracle: :mod:`oanet.engine.oracle`); the SRM variants
+from one forward pass per image (score, SRM, oracle: :mod:`oanet.experiments.oracle`); the SRM variants
 (Table 5's kernels, the SRM trained on predicted masks) are trained alone on the base network's
-batches (:mod:`oanet.engine.srm_training`) and evaluated with its detections. The tables are
+batches (:mod:`oanet.train.srm_training`) and evaluated with its detections. The tables are
 rewritten after every step (``ablations.md``, ``ablations.json``). docs/ablations.md explains each
 shortcut and how to read the tables.
 
@@ -26,7 +26,6 @@ from its ``last.pth`` (the trainer resumes bit-exactly on the CPU); SRMs trained
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import platform
 import shutil
@@ -38,8 +37,8 @@ from typing import Any, Callable, Optional, Sequence
 
 from oanet.config import Config, load_config
 from oanet.errors import ConfigError, make_dir
-from oanet.evaluation import ablation_tables as tables_mod
-from oanet.fileio import write_json_atomic, write_text_atomic
+from oanet.experiments import tables as tables_mod
+from oanet.fileio import read_json, write_json_atomic, write_text_atomic
 
 PRESET = "synthetic_cpu_ablation.yaml"
 # --quick: the demo's tiny network and benchmark, and every detection pasted (a 2-iteration network
@@ -76,7 +75,7 @@ NETWORK_BY_NAME = {n.name: n for n in NETWORKS}
 
 def srm_variants():
     """The SRMs trained alone on the base network's batches (name -> SRMVariant)."""
-    from oanet.engine.srm_training import SRMVariant
+    from oanet.train.srm_training import SRMVariant
 
     return {v.name: v for v in (SRMVariant("1x1", "1x1"), SRMVariant("3x3", "3x3"), SRMVariant("gcn7", "gcn7"),
                                 SRMVariant("gcn7_predicted", "gcn7", "predicted"))}
@@ -140,7 +139,7 @@ def plan_steps(table_numbers: Sequence[int], seeds: int) -> list[Step]:
 def network_config(preset: Path, network: Network, seed: int, data_dir: Path, run_dir: Path, quick: bool,
                    max_iter: Optional[int]) -> Config:
     """The config of one network and seed, its data and output folder filled in."""
-    from oanet.engine.demo import QUICK_OVERRIDES, benchmark_split, scale_schedule
+    from oanet.experiments.benchmark import QUICK_OVERRIDES, benchmark_split, scale_schedule
 
     overrides = (QUICK_OVERRIDES + QUICK_EXTRA if quick else []) + list(network.overrides)
     cfg = load_config(preset, overrides)
@@ -153,12 +152,12 @@ def load_or_make_plan(out_dir: Path, preset: Path, data_dir: Path, minutes: Opti
                       log: Callable[[str], None]) -> dict:
     """``plan.json``: the iterations every network trains (the same for all rows and seeds, so rows are
     compared at equal training, not equal time). With ``minutes``, measured once on the base network."""
-    from oanet.engine.demo import read_metrics, training_seconds
-    from oanet.engine.train import train
+    from oanet.experiments.benchmark import read_metrics, training_seconds
+    from oanet.train.trainer import train
 
     path = out_dir / PLAN
     if path.is_file():
-        plan = json.loads(path.read_text())
+        plan = read_json(path, "ablation plan")
         if plan.get("quick") != quick:
             raise ConfigError(f"{path}: this folder holds a {'--quick ' if plan.get('quick') else ''}ablation; "
                               f"use another --out for a {'--quick ' if quick else ''}one")
@@ -233,8 +232,8 @@ class Ablation:
                               self.run_dir(network, seed), self.quick, self.plan["max_iter"])
 
     def truth(self):
-        from oanet.evaluation.oracle import DepthTruth
-        from oanet.engine.demo import benchmark_split
+        from oanet.experiments.oracle import DepthTruth
+        from oanet.experiments.benchmark import benchmark_split
 
         if self._truth is None:
             self._truth = DepthTruth(benchmark_split(self.data_dir, "val").instances_json
@@ -260,11 +259,11 @@ class Ablation:
 
     def evaluate(self, checkpoint: Path, eval_dir: Path, srm_file: Optional[Path] = None) -> dict:
         """PQ of the three orders of one network (ranking with ``srm_file`` when given)."""
-        from oanet.engine.demo import benchmark_split
-        from oanet.engine.evaluate import evaluate
-        from oanet.engine.oracle import OraclePredictor
-        from oanet.engine.predictor import Predictor
-        from oanet.engine.srm_training import load_srm, with_srm
+        from oanet.experiments.benchmark import benchmark_split
+        from oanet.inference.evaluate import evaluate
+        from oanet.experiments.oracle import OraclePredictor
+        from oanet.inference.torch_predictor import Predictor
+        from oanet.train.srm_training import load_srm, with_srm
 
         predictor = Predictor.from_checkpoint(checkpoint, order="both")
         if srm_file is not None:
@@ -278,9 +277,9 @@ class Ablation:
                 for order in evaluation.results}
 
     def train_and_evaluate(self, step: Step) -> dict:
-        from oanet.engine.demo import read_metrics, training_seconds
-        from oanet.engine.train import train
-        from oanet.engine.train_step import NonFiniteLossError
+        from oanet.experiments.benchmark import read_metrics, training_seconds
+        from oanet.train.trainer import train
+        from oanet.train.step import NonFiniteLossError
 
         cfg = self.config(step.network, step.seed)
         record: dict[str, Any] = {"network": step.network, "seed": step.seed, "srm": None,
@@ -300,8 +299,8 @@ class Ablation:
     def train_srms(self, step: Step) -> dict:
         import torch
 
-        from oanet.engine.checkpoint import load_checkpoint_file
-        from oanet.engine.srm_training import load_srm, train_srms
+        from oanet.model.checkpoint import load_checkpoint_file
+        from oanet.train.srm_training import load_srm, train_srms
 
         variants = list(srm_variants().values())
         run = self.run_dir("base", step.seed)
@@ -328,13 +327,13 @@ class Ablation:
         out = {}
         runs = self.out_dir / "runs"
         for path in sorted(runs.glob("*/seed*/result*.json")) if runs.is_dir() else []:
-            record = json.loads(path.read_text())
+            record = read_json(path, "run result")
             out[(record["network"], record.get("srm"), int(record["seed"]))] = record
         return out
 
 
 def srm_path_of(run: Path, variant: str) -> Path:
-    from oanet.engine.srm_training import srm_path
+    from oanet.train.srm_training import srm_path
 
     return srm_path(run / "srms", variant)
 
@@ -389,7 +388,7 @@ def write_report(ablation: Ablation, table_numbers: Sequence[int], seeds: int, c
 
 
 def _read(path: Path) -> Optional[dict]:
-    return json.loads(path.read_text()) if path.is_file() else None
+    return read_json(path) if path.is_file() else None
 
 
 # --------------------------------------------------------------------------------------------
@@ -411,7 +410,8 @@ def run_ablation(
     ``tables`` and ``seeds`` default to what the folder was last run with, else all tables and 1 seed
     (1 with ``quick``).
     """
-    from oanet.engine.demo import ensure_benchmark, find_preset
+    from oanet.experiments.benchmark import ensure_benchmark
+    from oanet.presets import find_preset
     from oanet.progress import Progress
 
     log = log or (lambda message: print(message, file=sys.stderr, flush=True))

@@ -1,14 +1,14 @@
 """Training: one CPU process up to many GPUs on many nodes (torchrun + DistributedDataParallel).
 
 The recipe is the paper's (§4.2): SGD with momentum 0.9 and weight decay 1e-4, the LR schedule of
-:mod:`oanet.engine.schedule`, 100k iterations of 16 images. :func:`train` checks the config and a
+:mod:`oanet.train.schedule`, 100k iterations of 16 images. :func:`train` checks the config and a
 checkpoint to resume, builds the model, optimizer and loader, then runs :func:`run_loop`: one
-:class:`~oanet.engine.train_step.TrainStep` per iteration, then the hooks of :mod:`oanet.engine.hooks`
+:class:`~oanet.train.step.TrainStep` per iteration, then the hooks of :mod:`oanet.train.hooks`
 (log lines, progress, periodic checkpoints).
 
 Every iteration is a pure function of ``(seed, iteration)`` and the weights: the global batch comes
-from :class:`~oanet.engine.data.GlobalBatchSampler`, the augmentation from ``(seed, epoch, index)``, the
-learning rate from :func:`~oanet.engine.schedule.lr_at`, and the model's own randomness (RPN/RoI fg/bg
+from :class:`~oanet.train.sampler.GlobalBatchSampler`, the augmentation from ``(seed, epoch, index)``, the
+learning rate from :func:`~oanet.train.schedule.lr_at`, and the model's own randomness (RPN/RoI fg/bg
 sampling) from a generator reseeded per image chunk from ``(seed, iteration, chunk)``. That is what
 makes a resumed run continue the interrupted one, and 1 process with accumulation match N processes.
 
@@ -32,14 +32,14 @@ import torch
 
 from oanet.config import Config, save_config, validate
 from oanet.data.dataset import collate
-from oanet.engine import checkpoint as ckpt
-from oanet.engine.data import GlobalBatchSampler, aspect_ratio_groups, num_accumulation_chunks
-from oanet.engine.distributed import DistContext, barrier, cleanup_distributed, init_distributed, once_per_node
-from oanet.engine.hooks import CheckpointHook, LogHook
-from oanet.engine.init import apply_init
-from oanet.engine.precision import check_precision, uses_grad_scaler
-from oanet.engine.schedule import effective_base_lr, lr_at, run_schedule, schedule_differences, schedule_of
-from oanet.engine.train_step import TrainStep
+from oanet.model import checkpoint as ckpt
+from oanet.train.sampler import GlobalBatchSampler, aspect_ratio_groups, num_accumulation_chunks
+from oanet.distributed import DistContext, barrier, cleanup_distributed, init_distributed, once_per_node
+from oanet.train.hooks import CheckpointHook, LogHook
+from oanet.train.init import apply_init
+from oanet.model.precision import check_precision, uses_grad_scaler
+from oanet.train.schedule import effective_base_lr, lr_at, run_schedule, schedule_differences, schedule_of
+from oanet.train.step import TrainStep
 from oanet.errors import ConfigError, make_dir
 
 LAST_CHECKPOINT = "last.pth"
@@ -260,6 +260,21 @@ def _prepare_output_dir(cfg: Config, output_dir: Path) -> None:
     save_config(cfg, output_dir / "config.yaml")
 
 
+def build_train_step(cfg: Config, model: torch.nn.Module, optimizer, scaler, dist_ctx: DistContext) -> TrainStep:
+    """One optimisation step over the (DistributedDataParallel-wrapped, under torchrun) model."""
+    solver, device = cfg.solver, dist_ctx.device
+    train_model = model
+    if dist_ctx.distributed:
+        train_model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    return TrainStep(
+        train_model, optimizer, scaler, device=device, seed=cfg.seed, rank=dist_ctx.rank,
+        chunks_per_rank=num_accumulation_chunks(solver.ims_per_batch, dist_ctx.world_size, solver.ims_per_device),
+        distributed=dist_ctx.distributed, precision=solver.precision, clip_grad_norm=solver.clip_grad_norm,
+    )
+
+
 def _train(cfg: Config, resume: bool, dist_ctx: DistContext) -> dict:
     solver = validate(cfg, dist_ctx.world_size).solver
     output_dir = Path(cfg.output_dir)
@@ -282,18 +297,8 @@ def _train(cfg: Config, resume: bool, dist_ctx: DistContext) -> dict:
     if state is not None:
         start_iter = restore_training_state(state, model, optimizer, scaler, use_amp, dist_ctx)
         del state
-    train_model = model
-    if dist_ctx.distributed:
-        train_model = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None
-        )
-
     loader = build_train_loader(cfg, dataset, dist_ctx, start_iter)
-    step = TrainStep(
-        train_model, optimizer, scaler, device=device, seed=cfg.seed, rank=dist_ctx.rank,
-        chunks_per_rank=num_accumulation_chunks(solver.ims_per_batch, dist_ctx.world_size, solver.ims_per_device),
-        distributed=dist_ctx.distributed, precision=solver.precision, clip_grad_norm=solver.clip_grad_norm,
-    )
+    step = build_train_step(cfg, model, optimizer, scaler, dist_ctx)
     checkpointer = CheckpointHook(
         last_path, solver.checkpoint_period, solver.max_iter, dist_ctx.is_main,
         state_of=lambda iteration, rng_states: ckpt.training_state(

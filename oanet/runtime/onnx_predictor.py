@@ -16,7 +16,9 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from oanet.base_predictor import BasePredictor, Fused, check_order, check_score_thresh
+from oanet.config import check_score_thresh
+from oanet.inference.base import BasePredictor, Fused
+from oanet.orders import check_order
 from oanet.data.images import to_float_chw
 from oanet.errors import ConfigError
 from oanet.runtime.fusion import fuse_selected
@@ -73,10 +75,19 @@ class OnnxPredictor(BasePredictor):
     def fuse_outputs(self, outputs: dict[str, np.ndarray], orders: Sequence[str]) -> Fused:
         """Paste the selected detections' masks at the input size and fuse them in each order."""
         height, width = outputs["sem_seg_labels"].shape
+        self._check_class_indices(outputs)
         keep = np.flatnonzero(outputs["selected"])
         masks = paste_masks(outputs["mask_probs"][keep], outputs["boxes"][keep], height, width)
         return fuse_selected(masks, outputs["labels"][keep], outputs["scores"][keep], outputs["ranking_scores"][keep],
                              outputs["sem_seg_labels"], self.label_space, self.stuff_classes, self.fusion, orders)
+
+    def _check_class_indices(self, outputs: dict[str, np.ndarray]) -> None:
+        """A graph that predicts classes its metadata does not name (a hand-edited file): one line."""
+        labels, sem = outputs["labels"], outputs["sem_seg_labels"]
+        channels = self.label_space.num_channels(self.stuff_classes)
+        if (labels.size and int(labels.max()) >= self.label_space.num_things) or (sem.size and int(sem.max()) >= channels):
+            raise ConfigError(f"{self.path}: the graph predicts class indices beyond the {self.label_space.num_things} "
+                              f"thing / {channels} stuff-branch classes its metadata declares; export it again")
 
     def _fuse_batch(self, rgbs: Sequence[np.ndarray], orders: Sequence[str],
                     image_ids: Sequence[Any]) -> list[Fused]:

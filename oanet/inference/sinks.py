@@ -1,4 +1,4 @@
-"""Sinks: what the inference loop (:mod:`oanet.engine.inference`) does with each image's results.
+"""Sinks: what the inference loop (:mod:`oanet.inference.loop`) does with each image's results.
 
 A sink has a ``name``, ``process(item, results)`` (called on every rank for each of its images;
 ``results`` is ``{order: PanopticResult}``) and ``finalize(ranks)`` (called once on every rank after
@@ -13,10 +13,11 @@ import io
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
-from oanet.engine.inference import ImageItem, Ranks
+from oanet.inference.loop import ImageItem, Ranks
 from oanet.errors import make_dir
 from oanet.fileio import atomic_write_bytes, write_json_atomic
-from oanet.result import ORDER_TITLES, PanopticResult
+from oanet.orders import ORDER_TITLES, order_key
+from oanet.result import PanopticResult
 
 
 def _merge(gathered: Optional[list]) -> list:
@@ -142,7 +143,7 @@ class PanopticQuality:
         if not ranks.is_main:
             return None
         return {
-            f"{writer.order}_order": pq_compute(self.gt_json, self.gt_dir, writer.json_path, writer.png_dir,
+            order_key(writer.order): pq_compute(self.gt_json, self.gt_dir, writer.json_path, writer.png_dir,
                                                 workers=self.workers, progress=self.progress).to_dict()
             for writer in self.writers
         }

@@ -2,7 +2,7 @@
 
 A process's share of the global batch goes through the model in chunks of at most
 ``solver.ims_per_device`` images (gradient accumulation), under the autocast of ``solver.precision``
-(:mod:`oanet.engine.precision`). Each chunk's random
+(:mod:`oanet.model.precision`). Each chunk's random
 draws (RPN/RoI fg/bg sampling) come from a generator reseeded from ``(seed, iteration, chunk)``, where
 ``chunk`` counts over the whole global batch, so one process accumulating N chunks computes what N
 processes with one chunk each compute. The loss terms, averaged over all processes, are checked for
@@ -18,9 +18,9 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-from oanet.engine.data import split_chunks
-from oanet.engine.distributed import all_reduce_mean
-from oanet.engine.precision import autocast, check_precision
+from oanet.train.sampler import split_chunks
+from oanet.distributed import all_reduce_mean
+from oanet.model.precision import autocast, check_precision
 from oanet.errors import OANetError
 
 
@@ -65,8 +65,8 @@ class TrainStep:
 
     ``model`` is the training module (DistributedDataParallel when ``distributed``); ``rank`` and
     ``chunks_per_rank`` place this process's chunks in the global batch; ``precision`` is one of
-    :data:`oanet.engine.precision.PRECISIONS` (``scaler`` must be enabled exactly when
-    :func:`~oanet.engine.precision.uses_grad_scaler` says so). The returned CPU tensor holds
+    :data:`oanet.model.precision.PRECISIONS` (``scaler`` must be enabled exactly when
+    :func:`~oanet.model.precision.uses_grad_scaler` says so). The returned CPU tensor holds
     the loss terms named by :attr:`loss_names` (set on the first call), each the mean over the global
     batch and equal on every rank, so every rank stops together on a non-finite loss.
     """

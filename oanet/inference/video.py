@@ -21,13 +21,13 @@ from typing import Any, Iterator, Mapping, Optional, Sequence
 
 import numpy as np
 
-from oanet.engine.inference import ImageItem, Ranks, run_inference
-from oanet.engine.sinks import PanopticJsonWriter, overlay_picture
+from oanet.inference.loop import ImageItem, Ranks, run_inference
+from oanet.inference.sinks import PanopticJsonWriter, overlay_picture
 from oanet.errors import ConfigError, DataError, make_dir
 from oanet.fileio import atomic_write_bytes
+from oanet.orders import RESERVED_FOLDERS, order_dir
 from oanet.result import PanopticResult
 
-RESERVED = {"panoptic", "overlays", "score_order", "srm_order"}  # folders `oanet predict` writes itself
 
 
 def import_av():
@@ -139,7 +139,7 @@ class VideoOverlayWriter:
 
 
 def video_out_dir(out_dir: Path, video: Path) -> Path:
-    stem = video.stem if video.stem not in RESERVED else f"{video.stem}_video"
+    stem = video.stem if video.stem not in RESERVED_FOLDERS else f"{video.stem}_video"
     return out_dir / stem
 
 
@@ -149,14 +149,13 @@ def predict_video(predictor: Any, video: str | Path, out_dir: str | Path, *, ove
 
     Returns ``{"frames": n, "fps": float, "folder": path, "overlay_video": path or None}``.
     """
-    from oanet.engine.predict import order_folder
 
     frames = VideoFrames(video)
     folder = make_dir(video_out_dir(Path(out_dir), Path(video)))
     orders = predictor.orders
     sinks: list[Any] = []
     for order in orders:
-        target = order_folder(folder, order, orders)
+        target = order_dir(folder, order, orders)
         sinks += [PanopticJsonWriter(target, order, predictor.label_space),
                   SegmentsJsonWriter(target / "segments", order)]
     overlay_path = folder.parent / f"{folder.name}_overlay.mp4"

@@ -19,10 +19,10 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import torch
 
-from oanet.base_predictor import BasePredictor, Fused
+from oanet.inference.base import BasePredictor, Fused
 from oanet.config import Config
 from oanet.data.images import to_float_chw
-from oanet.engine.precision import autocast, check_precision
+from oanet.model.precision import autocast, check_precision
 
 
 class Predictor(BasePredictor):
@@ -31,7 +31,7 @@ class Predictor(BasePredictor):
     ``Predictor(model, cfg, label_space)`` wraps a model in memory (put in eval mode; moved to
     ``device`` when given, else left where it is); :meth:`from_checkpoint` builds one from a file
     written by ``oanet train``. ``model``, ``cfg`` and ``label_space`` are public attributes.
-    ``precision`` (``fp32``, ``amp_fp16``, ``bf16``; :mod:`oanet.engine.precision`) is the autocast of
+    ``precision`` (``fp32``, ``amp_fp16``, ``bf16``; :mod:`oanet.model.precision`) is the autocast of
     the forward pass; fusion always runs on its float32 outputs.
     """
 
@@ -41,7 +41,7 @@ class Predictor(BasePredictor):
                          min_size=cfg.model.min_size[-1], max_size=cfg.model.max_size,
                          order=order, score_thresh=score_thresh)
         if device is not None:
-            from oanet.engine.distributed import resolve_device
+            from oanet.distributed import resolve_device
 
             model = model.to(resolve_device(device))
         self.model = model.eval()
@@ -56,12 +56,9 @@ class Predictor(BasePredictor):
         ``device``: ``cpu``, ``cuda``, ``cuda:1``... (default: the checkpoint config's ``device``,
         ``auto`` = CUDA when available).
         """
-        from oanet.engine.checkpoint import load_model_from_checkpoint
-        from oanet.errors import ConfigError
+        from oanet.model.checkpoint import load_model_from_checkpoint
 
-        model, cfg, label_space = load_model_from_checkpoint(path, device="cpu")
-        if label_space is None:
-            raise ConfigError(f"{path}: checkpoint holds no label space (category names); cannot name segments")
+        model, cfg, label_space = load_model_from_checkpoint(path, device="cpu", needs_labels_to="name segments")
         return cls(model, cfg, label_space, device=device or cfg.device, order=order, score_thresh=score_thresh,
                    precision=precision)
 

@@ -11,23 +11,34 @@ score-order position. Pasting in that order is what the best ordering module cou
 detections, so ``(PQ_th(SRM) - PQ_th(score)) / (PQ_th(oracle) - PQ_th(score))`` is the share of the
 attainable ordering gain the SRM captures. (It is not a strict maximum of PQ over all orders: an
 order that buries a false positive can score higher. It is the order of the scene.)
+
+:class:`OraclePredictor` adds this order to a predictor's score and SRM orders, in one forward pass::
+
+    predictor = OraclePredictor(Predictor.from_checkpoint(path), DepthTruth(split.instances_json))
+    evaluate(predictor, split, out_dir, orders=predictor.orders)   # score_order, srm_order, oracle_order
+
+It needs each image's id (to find its instances), which the inference loop passes; calling it on a
+bare image is an error.
 """
 
 from __future__ import annotations
 
-import json
 import warnings
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from oanet.errors import DataError
+from oanet.fileio import read_json
+from oanet.inference.base import BasePredictor, Fused
+from oanet.inference.torch_predictor import Predictor
+from oanet.orders import ORACLE, ORDERS
 
-ORACLE = "oracle"
 IOU_THRESH = 0.5
+ORACLE_ORDERS = (*ORDERS, ORACLE)
 
 
 # --------------------------------------------------------------------------------------------
@@ -116,10 +127,7 @@ class DepthTruth:
         self.path = Path(instances_json)
         if not self.path.is_file():
             raise FileNotFoundError(f"{self.path}: instances JSON not found (the oracle order needs it)")
-        try:
-            data = json.loads(self.path.read_text())
-        except (OSError, ValueError) as exc:
-            raise DataError(f"{self.path}: not readable JSON ({exc})") from None
+        data = read_json(self.path, "instances")
         if not isinstance(data, dict) or not isinstance(data.get("annotations"), list) \
                 or not isinstance(data.get("images"), list):
             raise DataError(f"{self.path}: not a COCO instances JSON (needs images and annotations)")
@@ -161,14 +169,60 @@ class DepthTruth:
         return masks, depth
 
 
-def oracle_share(results: Mapping[str, Mapping]) -> Optional[float]:
-    """The share of the PQ_th a perfect order adds over the score order that the SRM order adds:
-    ``(srm - score) / (oracle - score)`` of ``Things`` PQ; None when the oracle adds nothing (then
-    the share is undefined). ``results`` has ``score_order``, ``srm_order`` and ``oracle_order``
-    PQ dicts (as :func:`oanet.engine.evaluate.evaluate` returns)."""
-    score = float(results["score_order"]["Things"]["pq"])
-    srm = float(results["srm_order"]["Things"]["pq"])
-    oracle = float(results["oracle_order"]["Things"]["pq"])
-    if oracle - score <= 1e-12:
-        return None
-    return (srm - score) / (oracle - score)
+# --------------------------------------------------------------------------------------------
+# the predictor
+
+
+class OraclePredictor(BasePredictor):
+    """``predictor``'s model and settings (threshold, fusion), fused in ``score``, ``srm`` and
+    ``oracle`` order. ``truth`` holds the depth of the split's instances."""
+
+    def __init__(self, predictor: Predictor, truth: DepthTruth, iou_thresh: float = IOU_THRESH) -> None:
+        super().__init__(predictor.label_space, predictor.fusion, predictor.stuff_classes,
+                         min_size=predictor.min_size, max_size=predictor.max_size, order="both")
+        self.predictor = predictor
+        self.truth = truth
+        self.iou_thresh = float(iou_thresh)
+
+    @property
+    def orders(self) -> tuple[str, ...]:
+        return ORACLE_ORDERS
+
+    @property
+    def model(self) -> torch.nn.Module:
+        return self.predictor.model
+
+    @property
+    def cfg(self):
+        return self.predictor.cfg
+
+    @property
+    def device(self) -> torch.device:
+        return self.predictor.device
+
+    def _fuse_batch(self, rgbs: Sequence[np.ndarray], orders: Sequence[str],
+                    image_ids: Sequence[Any]) -> list[Fused]:
+        from oanet.model.fusion import fuse
+
+        if ORACLE in orders and any(image_id is None for image_id in image_ids):
+            raise DataError("the oracle order needs each image's id (run it through oanet.inference.evaluate)")
+        fused = []
+        with torch.inference_mode():
+            outputs = self.predictor.forward_arrays(rgbs)
+            for output, image_id in zip(outputs, image_ids):
+                extra = {ORACLE: self._oracle_scores(output, image_id)} if ORACLE in orders else {}
+                fused.append(fuse(output, self.label_space, self.stuff_classes, self.fusion, orders, order_scores=extra))
+        return [{order: (ids.cpu().numpy(), segments) for order, (ids, segments) in per_image.items()}
+                for per_image in fused]
+
+    def _oracle_scores(self, output: dict, image_id: Any) -> torch.Tensor:
+        """One score per detection of ``output``: the selected ones in oracle order, 0 for the rest."""
+        selected = output["selected"]
+        gt_masks, gt_depth = self.truth.instances(image_id, output["masks"].device)
+        if tuple(gt_masks.shape[-2:]) != tuple(output["masks"].shape[-2:]):
+            raise DataError(f"{self.truth.path}: image {image_id} is {tuple(gt_masks.shape[-2:])} there, "
+                            f"{tuple(output['masks'].shape[-2:])} as evaluated")
+        scores = torch.zeros(output["scores"].shape, dtype=torch.float32, device=output["scores"].device)
+        scores[selected] = oracle_scores(output["masks"][selected] > 0.5, output["scores"][selected],
+                                         gt_masks, gt_depth, self.iou_thresh)
+        return scores

@@ -16,7 +16,8 @@ from typing import Optional, Sequence
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from oanet.data.coco_panoptic import read_json, segment_boxes, segment_index_map, xyxy_to_coco
+from oanet.fileio import read_json
+from oanet.data.coco_panoptic import segment_boxes, segment_index_map, xyxy_to_coco
 from oanet.data.labels import VOID
 from oanet.data.png_io import read_id_png, write_id_png
 from oanet.data.synthetic.classes import THING_IDS

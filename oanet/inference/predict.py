@@ -8,7 +8,7 @@ Layout of ``out_dir`` for one order (``--order srm`` or ``score``)::
 
 With ``--order both`` the PNGs and JSON of each order go to ``score_order/`` and ``srm_order/`` and
 each overlay shows the heuristic and the SRM result side by side. Videos: see
-:mod:`oanet.engine.video`. A composition of the inference loop (:mod:`oanet.engine.inference`) and
+:mod:`oanet.inference.video`. A composition of the inference loop (:mod:`oanet.inference.loop`) and
 its sinks; the predictor may be :class:`oanet.Predictor` or :class:`oanet.runtime.OnnxPredictor`.
 """
 
@@ -18,9 +18,10 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from oanet.data.images import VIDEO_EXTENSIONS, is_video, list_image_files
-from oanet.engine.inference import ImageFiles, current_ranks, run_inference
-from oanet.engine.sinks import OverlayWriter, PanopticJsonWriter
+from oanet.inference.loop import ImageFiles, current_ranks, run_inference
+from oanet.inference.sinks import OverlayWriter, PanopticJsonWriter
 from oanet.errors import ConfigError, DataError, make_dir
+from oanet.orders import order_dir
 
 
 def split_inputs(inputs: Sequence[str | Path]) -> tuple[list[Path], list[Path]]:
@@ -36,11 +37,6 @@ def split_inputs(inputs: Sequence[str | Path]) -> tuple[list[Path], list[Path]]:
     if not images and not videos:
         raise DataError(f"no images or videos ({', '.join(VIDEO_EXTENSIONS)}) among the inputs")
     return images, videos
-
-
-def order_folder(out_dir: Path, order: str, orders: Sequence[str]) -> Path:
-    """Where one order's PNGs and JSON go: ``out_dir`` itself, or ``<order>_order/`` for both orders."""
-    return out_dir / f"{order}_order" if len(orders) > 1 else out_dir
 
 
 def predict(
@@ -67,7 +63,7 @@ def predict(
     summary: dict = {"images": len(images), "panoptic_json": {}, "overlay_dir": None, "videos": {}}
     if images:
         files = ImageFiles.from_paths(images)
-        writers = [PanopticJsonWriter(order_folder(out_dir, o, orders), o, predictor.label_space) for o in orders]
+        writers = [PanopticJsonWriter(order_dir(out_dir, o, orders), o, predictor.label_space) for o in orders]
         sinks: list = list(writers)
         if overlays:
             sinks.append(OverlayWriter(out_dir / "overlays", orders))
@@ -77,7 +73,7 @@ def predict(
         summary["panoptic_json"] = {w.order: outcome[w.name] for w in writers}
         summary["overlay_dir"] = str(out_dir / "overlays") if overlays else None
     if videos:
-        from oanet.engine.video import predict_video
+        from oanet.inference.video import predict_video
 
         if ranks.world_size > 1:
             raise ConfigError("videos are predicted by one process: run `oanet predict` on a video without torchrun")

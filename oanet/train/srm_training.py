@@ -110,7 +110,7 @@ class VisibleThingDataset(torch.utils.data.Dataset):
 def initial_srm(cfg: Config, kernel: str) -> torch.nn.Module:
     """The SRM a joint run of ``cfg`` with ``kernel`` starts from: the model is built after seeding
     with ``cfg.seed``, as the trainer does, and its SRM taken (built last, its draws follow the rest)."""
-    from oanet.engine.train import seed_everything
+    from oanet.train.trainer import seed_everything
     from oanet.model.oanet import build_model
 
     model_cfg = cfg.model
@@ -162,9 +162,9 @@ def train_srms(
     call starts again from iteration 0 (it takes seconds to minutes).
     """
     from oanet.data.dataset import collate
-    from oanet.engine.checkpoint import atomic_save
-    from oanet.engine.data import GlobalBatchSampler, aspect_ratio_groups
-    from oanet.engine.train import build_train_dataset, with_num_classes
+    from oanet.model.checkpoint import atomic_save
+    from oanet.train.sampler import GlobalBatchSampler, aspect_ratio_groups
+    from oanet.train.trainer import build_train_dataset, with_num_classes
 
     variants = list(variants)
     if not variants:
@@ -178,7 +178,7 @@ def train_srms(
     cfg = with_num_classes(cfg, base.label_space, cfg.data.train.panoptic_json)
     network = None
     if predicted:
-        from oanet.engine.checkpoint import load_model_from_checkpoint
+        from oanet.model.checkpoint import load_model_from_checkpoint
 
         network = load_model_from_checkpoint(network_checkpoint, device="cpu")[0].eval()
     groups = aspect_ratio_groups(base.aspect_ratios()) if cfg.data.aspect_ratio_grouping else [0] * len(base)
@@ -204,10 +204,10 @@ def train_srms(
 def _train_loop(cfg: Config, variants: Sequence[SRMVariant], srms: dict, loader, network, progress: bool) -> dict:
     """The trainer's iteration, SRMs only: LR, chunks weighted by their share of the batch, seeds per
     chunk before the resize draws its size. Returns each SRM's last 20 iteration losses."""
-    from oanet.engine.data import num_accumulation_chunks, split_chunks
-    from oanet.engine.schedule import lr_at, schedule_of
-    from oanet.engine.train import build_optimizer
-    from oanet.engine.train_step import chunk_seed, set_lr
+    from oanet.train.sampler import num_accumulation_chunks, split_chunks
+    from oanet.train.schedule import lr_at, schedule_of
+    from oanet.train.trainer import build_optimizer
+    from oanet.train.step import chunk_seed, set_lr
 
     solver = cfg.solver
     optimizers = {name: build_optimizer(srm, solver) for name, srm in srms.items()}
@@ -266,7 +266,7 @@ def _training_transform(cfg: Config) -> torch.nn.Module:
 
 def load_srm(path: str | Path) -> torch.nn.Module:
     """An SRM written by :func:`train_srms`, in eval mode."""
-    from oanet.engine.checkpoint import load_checkpoint_file
+    from oanet.model.checkpoint import load_checkpoint_file
     from oanet.model.srm import SpatialRankingModule
 
     state = load_checkpoint_file(path, map_location="cpu")

@@ -16,22 +16,17 @@ Layout of ``out_dir``::
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
 from oanet.config import SplitConfig
 from oanet.errors import DataError, make_dir
-from oanet.fileio import write_json_atomic
-from oanet.result import ORDER_TITLES, ORDERS
+from oanet.fileio import read_json, write_json_atomic
+from oanet.orders import ORDER_TITLES, ORDERS, order_key
 
 GROUPS = ("All", "Things", "Stuff")
 METRICS = ("pq", "sq", "rq")
-
-
-def order_dir_name(order: str) -> str:
-    return f"{order}_order"
 
 
 # --------------------------------------------------------------------------------------------
@@ -88,7 +83,7 @@ def format_comparison_markdown(score: Mapping, srm: Mapping) -> str:
 
 def _restrict_ground_truth(gt_json: Path, image_ids: set, out_path: Path) -> Path:
     """A copy of the ground-truth JSON holding only ``image_ids`` (to score a --max-images run)."""
-    data = json.loads(gt_json.read_text())
+    data = read_json(gt_json, "panoptic")
     data["images"] = [img for img in data["images"] if img["id"] in image_ids]
     data["annotations"] = [ann for ann in data["annotations"] if ann["image_id"] in image_ids]
     return write_json_atomic(out_path, data)
@@ -96,7 +91,6 @@ def _restrict_ground_truth(gt_json: Path, image_ids: set, out_path: Path) -> Pat
 
 def check_label_space(label_space, gt_json: Path) -> None:
     """Refuse a split whose categories are not the ones the model predicts (ids and isthing)."""
-    from oanet.data.coco_panoptic import read_json
     from oanet.data.labels import LabelSpace, parse_categories
 
     split_space = LabelSpace(parse_categories(read_json(gt_json).get("categories"), str(gt_json)))
@@ -139,11 +133,11 @@ def evaluate(
     the module doc). Under torchrun the images are sharded over the ranks; the files and numbers are
     those of one process. ``keep_most_different`` keeps that many images (pixels and results) where
     the orders differ most, for reports. ``orders`` may add orders a predictor provides besides the
-    two (e.g. ``"oracle"`` of :class:`oanet.engine.oracle.OraclePredictor`); each gets its folder
+    two (e.g. ``"oracle"`` of :class:`oanet.experiments.oracle.OraclePredictor`); each gets its folder
     and its ``<order>_order`` entry in the results.
     """
-    from oanet.engine.inference import ImageFiles, current_ranks, run_inference
-    from oanet.engine.sinks import OrderDifferences, PanopticJsonWriter, PanopticQuality
+    from oanet.inference.loop import ImageFiles, current_ranks, run_inference
+    from oanet.inference.sinks import OrderDifferences, PanopticJsonWriter, PanopticQuality
 
     gt_json, gt_dir, image_dir = Path(split.panoptic_json), Path(split.panoptic_dir), Path(split.image_dir)
     for path, what in ((gt_json, "panoptic JSON"), (gt_dir, "panoptic PNG folder"), (image_dir, "image folder")):
@@ -162,7 +156,7 @@ def evaluate(
     missing = [o for o in ORDERS if o not in orders]
     if missing:
         raise ValueError(f"evaluate compares the score and SRM orders; orders lacks {missing}")
-    writers = [PanopticJsonWriter(out_dir / order_dir_name(o), o, predictor.label_space) for o in orders]
+    writers = [PanopticJsonWriter(out_dir / order_key(o), o, predictor.label_space) for o in orders]
     sinks = [*writers, OrderDifferences(out_dir / "order_differences.json", keep=keep_most_different),
              PanopticQuality(writers, evaluated_gt, gt_dir, workers=workers, progress=progress)]
     mine = ranks.shard(len(files))

@@ -3,7 +3,7 @@
 1. generate the synthetic occlusion benchmark (unless the data folder already holds one);
 2. train the CPU preset (``synthetic_cpu.yaml``) on its train split;
 3. evaluate on its val split, pasting instances by detection score (the heuristic), by the SRM
-   ranking score and in the true depth order of the scene (the oracle, :mod:`oanet.evaluation.oracle`),
+   ranking score and in the true depth order of the scene (the oracle, :mod:`oanet.experiments.oracle`),
    from one forward pass per image;
 4. write ``report.md`` (PQ table, the SRM's share of the PQ_th a perfect order would add, loss curve,
    overlays where the two orders differ most) and ``report.json`` (``score_order`` / ``srm_order`` /
@@ -22,99 +22,22 @@ Layout of ``out_dir``::
 from __future__ import annotations
 
 import dataclasses
-import json
 import sys
 import time
-from importlib import resources
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
 from oanet.config import Config, SplitConfig, load_config
 from oanet.errors import ConfigError, DataError, make_dir
-from oanet.fileio import write_json_atomic
+from oanet.fileio import read_json, write_json_atomic, write_text_atomic
+from oanet.experiments.benchmark import (PRESET, QUICK_OVERRIDES, benchmark_split, ensure_benchmark, read_metrics,
+                                        scale_schedule, training_seconds)
+from oanet.orders import ORACLE, ORDERS, order_key
+from oanet.presets import find_preset
 
-PRESET = "synthetic_cpu.yaml"
-# Benchmark sizes: the full demo uses the generator's own defaults; --quick a handful of small images.
-QUICK_DATA = {"train": 4, "val": 3, "size": 64}
-# --quick shrinks the network to the test suite's size too: it is a smoke test of the whole job.
-QUICK_OVERRIDES = [
-    "model.min_size=[64]",
-    "model.max_size=96",
-    "model.backbone.fpn_channels=16",
-    "model.rpn.pre_nms_top_n_train=50",
-    "model.rpn.post_nms_top_n_train=20",
-    "model.rpn.pre_nms_top_n_test=50",
-    "model.rpn.post_nms_top_n_test=20",
-    "model.roi_heads.batch_size_per_image=32",
-    "model.roi_heads.box_representation_size=32",
-    "model.roi_heads.mask_head_channels=16",
-    "model.roi_heads.detections_per_img=10",
-    "model.stuff_head.channels=16",
-    "solver.max_iter=2",
-    "solver.warmup_iters=1",
-    "solver.steps=[]",
-    "solver.ims_per_batch=2",
-    "solver.log_period=1",
-    "solver.checkpoint_period=1000",
-    "data.num_workers=0",
-]
 NUM_OVERLAYS = 4
 OVERLAY_MIN_SIDE = 384  # small benchmark images are enlarged so their labels stay readable
 CALIBRATION_ITERS = 10
-
-
-# --------------------------------------------------------------------------------------------
-# locating the preset and the data
-
-
-def find_preset(name: str = PRESET) -> Path:
-    """The preset shipped with oanet: package data (``oanet/configs``) or the checkout's ``configs/``."""
-    candidates = []
-    try:
-        candidates.append(Path(str(resources.files("oanet") / "configs" / name)))
-    except (ModuleNotFoundError, TypeError):  # pragma: no cover - zipped or unusual installs
-        pass
-    candidates.append(Path(__file__).resolve().parents[2] / "configs" / name)
-    for path in candidates:
-        if path.is_file():
-            return path
-    raise FileNotFoundError(f"preset {name} not found (looked in {', '.join(str(c.parent) for c in candidates)})")
-
-
-def benchmark_split(data_dir: Path, split: str) -> SplitConfig:
-    """The COCO-panoptic layout ``oanet synth`` writes, for one split."""
-    instances = data_dir / "annotations" / f"instances_{split}.json"
-    return SplitConfig(
-        panoptic_json=str(data_dir / "annotations" / f"panoptic_{split}.json"),
-        panoptic_dir=str(data_dir / "annotations" / f"panoptic_{split}"),
-        image_dir=str(data_dir / "images" / split),
-        instances_json=str(instances) if instances.is_file() else None,
-    )
-
-
-def has_benchmark(data_dir: Path) -> bool:
-    return all(Path(benchmark_split(data_dir, s).panoptic_json).is_file() for s in ("train", "val"))
-
-
-def ensure_benchmark(data_dir: Path, quick: bool, log=print, step: str = "[1/4] ") -> None:
-    """Generate the benchmark into ``data_dir`` unless it is already there (``step`` prefixes the log)."""
-    if has_benchmark(data_dir):
-        log(f"{step}using the benchmark in {data_dir}")
-        return
-    if data_dir.exists() and not data_dir.is_dir():
-        raise DataError(f"{data_dir}: exists and is not a folder; pass --data with a benchmark folder or a new one")
-    if data_dir.exists() and any(data_dir.iterdir()):
-        raise DataError(
-            f"{data_dir}: folder is not empty but holds no benchmark "
-            "(annotations/panoptic_train.json and panoptic_val.json); pass --data with another folder"
-        )
-    from oanet.data.synthetic import generate_dataset
-
-    log(f"{step}generating the synthetic occlusion benchmark in {data_dir}")
-    if quick:
-        generate_dataset(data_dir, train=QUICK_DATA["train"], val=QUICK_DATA["val"], size=QUICK_DATA["size"], seed=0)
-    else:
-        generate_dataset(data_dir, seed=0)
 
 
 # --------------------------------------------------------------------------------------------
@@ -122,43 +45,9 @@ def ensure_benchmark(data_dir: Path, quick: bool, log=print, step: str = "[1/4] 
 
 
 def demo_config(data_dir: Path, out_dir: Path, quick: bool, preset: Optional[Path] = None) -> Config:
-    cfg = load_config(preset or find_preset(), QUICK_OVERRIDES if quick else [])
+    cfg = load_config(preset or find_preset(PRESET), QUICK_OVERRIDES if quick else [])
     data = dataclasses.replace(cfg.data, train=benchmark_split(data_dir, "train"), val=benchmark_split(data_dir, "val"))
     return dataclasses.replace(cfg, data=data, output_dir=str(out_dir / "train"))
-
-
-def scale_schedule(cfg: Config, max_iter: int) -> Config:
-    """``cfg`` trained for ``max_iter`` iterations, with the learning-rate steps moved proportionally."""
-    solver = cfg.solver
-    factor = max_iter / solver.max_iter
-    steps = tuple(sorted({max(1, round(s * factor)) for s in solver.steps}))
-    warmup = min(solver.warmup_iters, max(1, max_iter // 8))
-    solver = dataclasses.replace(solver, max_iter=max_iter, steps=steps, warmup_iters=warmup)
-    return dataclasses.replace(cfg, solver=solver)
-
-
-def read_metrics(path: Path) -> list[dict]:
-    """The trainer's metrics.jsonl (one JSON object per logged iteration); [] when absent."""
-    if not path.is_file():
-        return []
-    rows = []
-    for number, line in enumerate(path.read_text().splitlines(), 1):
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{path}: line {number} is not JSON ({exc})") from None
-    return rows
-
-
-def training_seconds(metrics: Sequence[Mapping]) -> float:
-    """Time spent in training iterations, from the logged per-iteration means (survives resumes)."""
-    total, previous = 0.0, 0
-    for row in metrics:
-        if "time_per_iter" in row and "iteration" in row:
-            total += float(row["time_per_iter"]) * max(0, int(row["iteration"]) - previous)
-            previous = int(row["iteration"])
-    return total
 
 
 def train_for(cfg: Config, minutes: Optional[float], log=print) -> tuple[Config, dict]:
@@ -170,12 +59,12 @@ def train_for(cfg: Config, minutes: Optional[float], log=print) -> tuple[Config,
     """
     import shutil
 
-    from oanet.engine.train import train
+    from oanet.train.trainer import train
 
     out = Path(cfg.output_dir)
     plan_path = out / "demo_schedule.json"
     if plan_path.is_file():
-        cfg = scale_schedule(cfg, int(json.loads(plan_path.read_text())["max_iter"]))
+        cfg = scale_schedule(cfg, int(read_json(plan_path, "demo schedule")["max_iter"]))
     elif minutes is not None:
         if minutes <= 0:
             raise ConfigError(f"--minutes must be positive, got {minutes}")
@@ -239,12 +128,12 @@ def draw_order_comparisons(most_different: Sequence[tuple], split: SplitConfig, 
     """Ground truth | heuristic | SRM overlays of the images the evaluation kept as most different.
 
     ``most_different`` holds ``(ImageItem, {order: PanopticResult}, difference)`` as
-    :class:`~oanet.engine.sinks.OrderDifferences` keeps them: the predictions come from memory, only
+    :class:`~oanet.inference.sinks.OrderDifferences` keeps them: the predictions come from memory, only
     the ground truth is read.
     """
     from oanet import viz
     from oanet.data.coco_panoptic import PanopticSplit
-    from oanet.result import ORDER_TITLES, ORDERS
+    from oanet.orders import ORDER_TITLES, ORDERS
 
     ground_truth = PanopticSplit.from_config(split, where="data.val")
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -267,7 +156,7 @@ def draw_order_comparisons(most_different: Sequence[tuple], split: SplitConfig, 
 
 def difference_dict(score: Mapping, srm: Mapping) -> dict:
     """SRM - score for PQ/SQ/RQ of All/Things/Stuff (fractions, like the PQ dicts)."""
-    from oanet.engine.evaluate import GROUPS, METRICS
+    from oanet.inference.evaluate import GROUPS, METRICS
 
     return {g: {m: float(srm[g][m]) - float(score[g][m]) for m in METRICS} for g in GROUPS}
 
@@ -279,19 +168,25 @@ def write_report(
     loss_plot: Optional[Path],
     overlays: Sequence[tuple[Path, float]],
 ) -> tuple[Path, Path]:
-    """report.md and report.json in ``out_dir``; returns their paths."""
-    from oanet.engine.evaluate import format_comparison_markdown
-    from oanet.evaluation.oracle import oracle_share
+    """report.md and report.json in ``out_dir`` (written atomically); returns their paths."""
+    from oanet.experiments.tables import oracle_share
 
-    score, srm = results["score_order"], results["srm_order"]
+    score, srm = results[order_key("score")], results[order_key("srm")]
     diff = difference_dict(score, srm)
-    report_json = {"score_order": score, "srm_order": srm, "difference": diff, "run": dict(run)}
-    if "oracle_order" in results:
-        report_json["oracle_order"] = results["oracle_order"]
+    report_json = {order_key("score"): score, order_key("srm"): srm, "difference": diff, "run": dict(run)}
+    if order_key(ORACLE) in results:
+        report_json[order_key(ORACLE)] = results[order_key(ORACLE)]
         report_json["srm_share_of_oracle_gain"] = oracle_share(results)  # PQ_th; None when undefined
-    json_path = out_dir / "report.json"
-    json_path.write_text(json.dumps(report_json, indent=2))
+    json_path = write_json_atomic(out_dir / "report.json", report_json, indent=2)
+    md_path = write_text_atomic(out_dir / "report.md", report_markdown(results, diff, run, loss_plot, overlays))
+    return md_path, json_path
 
+
+def report_markdown(results: Mapping[str, Mapping], diff: Mapping, run: Mapping[str, Any], loss_plot: Optional[Path],
+                    overlays: Sequence[tuple[Path, float]]) -> str:
+    from oanet.inference.evaluate import format_comparison_markdown
+
+    score, srm = results[order_key("score")], results[order_key("srm")]
     verdict = (
         f"The SRM order changes PQ by **{100 * diff['All']['pq']:+.2f}** points "
         f"(things {100 * diff['Things']['pq']:+.2f}, stuff {100 * diff['Stuff']['pq']:+.2f}) "
@@ -343,9 +238,7 @@ def write_report(
         "```",
         "",
     ]
-    md_path = out_dir / "report.md"
-    md_path.write_text("\n".join(lines))
-    return md_path, json_path
+    return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------------------------
@@ -360,9 +253,6 @@ def run_demo(
     log=None,
 ) -> dict:
     """Generate, train, evaluate and report; returns ``{"report_md", "report_json", "results"}``."""
-    from oanet.engine.evaluate import evaluate, format_comparison
-    from oanet.engine.predictor import Predictor
-
     log = log or (lambda message: print(message, file=sys.stderr, flush=True))
     out_dir = Path(out_dir)
     data_dir = Path(data_dir) if data_dir is not None else out_dir / "data"
@@ -371,24 +261,16 @@ def run_demo(
     make_dir(out_dir)
 
     ensure_benchmark(data_dir, quick, log)
-    preset = find_preset()
+    preset = find_preset(PRESET)
     cfg = demo_config(data_dir, out_dir, quick, preset)
 
     cfg, summary = train_for(cfg, minutes, log)
 
-    log("[3/4] evaluating both fusion orders (and the oracle order) on the val split")
     started = time.perf_counter()
-    checkpoint = Path(summary["final_model"])
-    predictor = Predictor.from_checkpoint(checkpoint, order="both")
-    evaluator, no_oracle = with_oracle(predictor, predictor.cfg.data.val)
-    if no_oracle:
-        log(f"      no oracle order: {no_oracle}")
-    eval_dir = out_dir / "eval"
-    evaluation = evaluate(evaluator, predictor.cfg.data.val, eval_dir, workers=None if not quick else 0,
-                          keep_most_different=NUM_OVERLAYS, orders=evaluator.orders)
+    checkpoint, eval_dir = Path(summary["final_model"]), out_dir / "eval"
+    predictor, evaluation, no_oracle = evaluate_orders(checkpoint, eval_dir, quick, log)
     results = evaluation.results
     eval_minutes = (time.perf_counter() - started) / 60
-    log(format_comparison(results["score_order"], results["srm_order"]))
 
     log("[4/4] writing the report")
     metrics = read_metrics(Path(cfg.output_dir) / "metrics.jsonl")
@@ -417,11 +299,28 @@ def run_demo(
     return {"report_md": str(md_path), "report_json": str(json_path), "results": results}
 
 
+def evaluate_orders(checkpoint: Path, eval_dir: Path, quick: bool, log) -> tuple[Any, Any, Optional[str]]:
+    """Step 3: the val split in the score, SRM and (where the benchmark has depths) oracle orders,
+    from one forward pass per image. Returns ``(predictor, evaluation, why there is no oracle)``."""
+    from oanet.inference.evaluate import evaluate, format_comparison
+    from oanet.inference.torch_predictor import Predictor
+
+    log("[3/4] evaluating both fusion orders (and the oracle order) on the val split")
+    predictor = Predictor.from_checkpoint(checkpoint, order="both")
+    evaluator, no_oracle = with_oracle(predictor, predictor.cfg.data.val)
+    if no_oracle:
+        log(f"      no oracle order: {no_oracle}")
+    evaluation = evaluate(evaluator, predictor.cfg.data.val, eval_dir, workers=None if not quick else 0,
+                          keep_most_different=NUM_OVERLAYS, orders=evaluator.orders)
+    log(format_comparison(evaluation.results[order_key("score")], evaluation.results[order_key("srm")]))
+    return predictor, evaluation, no_oracle
+
+
 def with_oracle(predictor, split: SplitConfig) -> tuple[Any, Optional[str]]:
-    """``predictor`` with the oracle order added (:class:`~oanet.engine.oracle.OraclePredictor`) when the
+    """``predictor`` with the oracle order added (:class:`~oanet.experiments.oracle.OraclePredictor`) when the
     split's instances annotate depth; else ``predictor`` itself and the reason, as one line."""
-    from oanet.engine.oracle import OraclePredictor
-    from oanet.evaluation.oracle import DepthTruth
+    from oanet.experiments.oracle import OraclePredictor
+    from oanet.experiments.oracle import DepthTruth
 
     if split.instances_json is None:
         return predictor, "the val split has no instances JSON (the true depth comes from it)"
@@ -433,11 +332,11 @@ def with_oracle(predictor, split: SplitConfig) -> tuple[Any, Optional[str]]:
 
 def oracle_sentence(results: Mapping[str, Mapping], no_oracle: Optional[str] = None) -> str:
     """The report's line on how much of a perfect order's PQ_th gain the SRM recovers."""
-    from oanet.evaluation.oracle import oracle_share
+    from oanet.experiments.tables import oracle_share
 
-    if "oracle_order" not in results:
+    if order_key(ORACLE) not in results:
         return f"The oracle order was not computed: {no_oracle or 'no depth annotations'}."
-    score, srm, oracle = (100 * float(results[f"{o}_order"]["Things"]["pq"]) for o in ("score", "srm", "oracle"))
+    score, srm, oracle = (100 * float(results[order_key(o)]["Things"]["pq"]) for o in (*ORDERS, ORACLE))
     share = oracle_share(results)
     where = (f"Pasting the same detections in the true depth order of the scene (the oracle: detections matched "
              f"to the annotated instances by mask IoU) gives PQ_th **{oracle:.2f}** (heuristic {score:.2f}, "
@@ -448,4 +347,4 @@ def oracle_sentence(results: Mapping[str, Mapping], no_oracle: Optional[str] = N
 
 
 def _count_images(panoptic_json: str) -> int:
-    return len(json.loads(Path(panoptic_json).read_text())["images"])
+    return len(read_json(panoptic_json, "panoptic")["images"])

@@ -6,7 +6,7 @@ import argparse
 import importlib
 import sys
 
-# name -> module under oanet.commands; order is the order shown in --help.
+# Command names; each is the module oanet.commands.<name> with "-" read as "_". Order is --help's order.
 COMMANDS = ("demo", "ablate", "synth", "train", "evaluate", "predict", "export", "pq")
 
 
@@ -22,7 +22,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict]:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     modules = {}
     for name in COMMANDS:
-        module = importlib.import_module(f"oanet.commands.{name}")
+        module = importlib.import_module(f"oanet.commands.{name.replace('-', '_')}")
         modules[name] = module
         p = sub.add_parser(name, help=module.HELP, description=module.HELP)
         module.add_arguments(p)

@@ -20,10 +20,16 @@ ALLOWED = {
     "export": {"data", "model", "runtime"},
     "train": {"data", "model", "evaluation"},
     "experiments": {"data", "model", "evaluation", "inference", "train"},
-    "commands": {"data", "model", "evaluation", "inference", "runtime", "export", "train", "experiments"},
+    "convert": {"data"},
+    "srm": {"data", "model", "evaluation", "train"},
+    "merge": {"data", "model", "evaluation", "srm"},
+    "integrations": {"data", "model", "inference", "runtime"},
+    "commands": {"data", "model", "evaluation", "inference", "runtime", "export", "train", "experiments", "convert",
+                 "srm", "merge"},
 }
 TOP_LEVEL_MAY_NOT = ("oanet.model", "oanet.evaluation", "oanet.inference", "oanet.runtime", "oanet.export",
-                     "oanet.train", "oanet.experiments", "oanet.commands")
+                     "oanet.train", "oanet.experiments", "oanet.commands", "oanet.convert", "oanet.srm", "oanet.merge",
+                     "oanet.integrations")
 
 
 def module_name(path: Path) -> str:

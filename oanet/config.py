@@ -314,6 +314,29 @@ def _load_yaml_with_base(path: Path, seen: tuple = ()) -> dict:
     return _merge(base, data)
 
 
+SPLIT_PATH_FIELDS = ("panoptic_json", "panoptic_dir", "image_dir", "instances_json", "categories_json")
+
+
+def resolve_data_paths(cfg: Config, base: str | Path | None = None) -> Config:
+    """``cfg`` with every relative data path made absolute against ``base`` (default: the current folder).
+
+    Relative data paths mean "from where you run", as detectron2's ``datasets/`` (a preset shipped inside
+    the package could not mean its own folder). Training stores the absolute form in config.yaml and the
+    checkpoints, so evaluating or exporting the model later works from any folder.
+    """
+    import dataclasses
+
+    root = Path(base) if base is not None else Path.cwd()
+
+    def absolute(split: SplitConfig) -> SplitConfig:
+        changes = {name: str((root / value).absolute()) for name in SPLIT_PATH_FIELDS
+                   if (value := getattr(split, name)) and not Path(value).is_absolute()}
+        return dataclasses.replace(split, **changes)
+
+    data = dataclasses.replace(cfg.data, train=absolute(cfg.data.train), val=absolute(cfg.data.val))
+    return dataclasses.replace(cfg, data=data)
+
+
 def save_config(cfg: Config, path: str | Path) -> None:
     Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
 

@@ -20,23 +20,47 @@ def add_arguments(parser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar or progress lines")
 
 
+FLAGS = (("--data-json", "panoptic_json", "panoptic JSON"), ("--data-png-dir", "panoptic_dir", "panoptic PNG folder"),
+         ("--data-image-dir", "image_dir", "image folder"))
+
+
 def split_from_args(args, predictor):
-    """The evaluation split: the options, completed by the checkpoint config's data.val."""
+    """The evaluation split: the options, completed by the model's config (data.val), each path checked
+    here so that a miss names the flag that replaces it."""
+    from pathlib import Path
+
     from oanet.config import SplitConfig
     from oanet.errors import ConfigError
 
     base = predictor.cfg.data.val if hasattr(predictor, "cfg") else SplitConfig()
+    model = args.checkpoint or args.onnx
     split = SplitConfig(
         panoptic_json=args.data_json or base.panoptic_json,
         panoptic_dir=args.data_png_dir or base.panoptic_dir,
         image_dir=args.data_image_dir or base.image_dir,
     )
-    for name, value in (("--data-json", split.panoptic_json), ("--data-png-dir", split.panoptic_dir),
-                        ("--data-image-dir", split.image_dir)):
-        if not value:
-            where = f"{args.checkpoint}: its config names no validation split" if args.checkpoint else "with --onnx"
-            raise ConfigError(f"{where}; pass {name}")
+    for flag, name, _ in FLAGS:
+        if not getattr(split, name):
+            where = f"{model}: its config names no validation split" if args.checkpoint else "with --onnx"
+            raise ConfigError(f"{where}; pass {flag}")
+    given = {flag for flag, name, _ in FLAGS if getattr(args, name_of(flag))}
+    missing = [(flag, name, what) for flag, name, what in FLAGS if not Path(getattr(split, name)).exists()]
+    for flag, name, what in missing:
+        if flag in given:
+            raise FileNotFoundError(f"{getattr(split, name)}: {what} not found ({flag})")
+    if missing:
+        # A relative path from a checkpoint of before oanet stored absolute ones: it meant the folder
+        # training ran in.
+        flag, name, what = missing[0]
+        flags = " ".join(f"{f} ..." for f, _, _ in missing)
+        raise FileNotFoundError(f"{getattr(split, name)}: {what} of the evaluation split not found (data.val.{name} "
+                                f"of {model}); pass {flags}, or run from the folder training ran in")
     return split
+
+
+def name_of(flag: str) -> str:
+    """``--data-png-dir`` -> ``data_png_dir`` (argparse's attribute)."""
+    return flag[2:].replace("-", "_")
 
 
 def run(args) -> int:

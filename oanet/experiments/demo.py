@@ -22,6 +22,7 @@ Layout of ``out_dir``::
 from __future__ import annotations
 
 import dataclasses
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -234,11 +235,17 @@ def report_markdown(results: Mapping[str, Mapping], diff: Mapping, run: Mapping[
         "## Reproduce",
         "",
         "```bash",
-        f"oanet evaluate --checkpoint {run['checkpoint']} --out {run['eval_dir']}",
+        reproduce_command(Path(run["checkpoint"]), Path(run["eval_dir"])),
         "```",
         "",
     ]
     return "\n".join(lines)
+
+
+def reproduce_command(checkpoint: Path, eval_dir: Path) -> str:
+    """The evaluate command behind the report, with absolute paths: it works from any folder (the
+    checkpoint's data paths are absolute too, see oanet.config.resolve_data_paths)."""
+    return f"oanet evaluate --checkpoint {shlex.quote(str(checkpoint.absolute()))} --out {shlex.quote(str(eval_dir.absolute()))}"
 
 
 # --------------------------------------------------------------------------------------------
@@ -288,8 +295,8 @@ def run_demo(
         "train_minutes": train_minutes,
         "eval_minutes": eval_minutes,
         "device": str(predictor.device),
-        "checkpoint": str(checkpoint),
-        "eval_dir": str(eval_dir),
+        "checkpoint": str(checkpoint.absolute()),
+        "eval_dir": str(eval_dir.absolute()),
         "images_with_different_maps": sum(1 for d in evaluation.differences.values() if d > 0),
         "no_oracle": no_oracle,
     }

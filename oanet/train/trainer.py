@@ -30,7 +30,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import torch
 
-from oanet.config import Config, save_config, validate
+from oanet.config import Config, resolve_data_paths, save_config, validate
 from oanet.data.dataset import collate
 from oanet.model import checkpoint as ckpt
 from oanet.train.sampler import GlobalBatchSampler, aspect_ratio_groups, num_accumulation_chunks
@@ -277,6 +277,8 @@ def build_train_step(cfg: Config, model: torch.nn.Module, optimizer, scaler, dis
 
 def _train(cfg: Config, resume: bool, dist_ctx: DistContext) -> dict:
     solver = validate(cfg, dist_ctx.world_size).solver
+    # Absolute in config.yaml and the checkpoints: `oanet evaluate` from another folder finds the data.
+    cfg = resolve_data_paths(cfg)
     output_dir = Path(cfg.output_dir)
     last_path = output_dir / LAST_CHECKPOINT
     state = load_resume_state(last_path, resume, dist_ctx.is_main)

@@ -100,3 +100,48 @@ def test_the_reproduce_line_of_the_demo_report_works_from_any_folder(tmp_path, m
     line = reproduce_command(Path("oanet-demo/train/model_final.pth"), Path("oanet demo/eval"))
     assert line == (f"oanet evaluate --checkpoint {tmp_path}/oanet-demo/train/model_final.pth "
                     f"--out '{tmp_path}/oanet demo/eval'")
+
+
+def _help_examples(capsys) -> list[str]:
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = capsys.readouterr().out
+    return [line.split("#")[0].strip() for line in text.split("examples:\n", 1)[1].splitlines() if line.strip()]
+
+
+def test_the_first_train_example_works_on_a_fresh_clone(tmp_path, monkeypatch, capsys):
+    """In an empty folder: the training example alone says how to make its data; after the synth line
+    (smaller here, for time) the same command trains."""
+    examples = _help_examples(capsys)
+    assert examples[0] == "oanet synth --out datasets/synthetic"
+    assert examples[1].startswith("oanet train --config synthetic_cpu ")
+    train_args = examples[1].split()[1:]
+    monkeypatch.chdir(tmp_path)
+    assert main(train_args) == 2
+    assert capsys.readouterr().err.strip() == (
+        "oanet train: error: datasets/synthetic/annotations/panoptic_train.json: training JSON "
+        "(data.train.panoptic_json) not found; generate the synthetic benchmark with "
+        "`oanet synth --out datasets/synthetic` (or, after `oanet demo`, link its identical oanet-demo/data to "
+        "datasets/synthetic)"
+    )
+    assert not (tmp_path / "runs").exists()  # refused before any output
+
+    assert main(examples[0].split()[1:] + ["--train", "2", "--val", "1", "--size", "64", "--quiet"]) == 0
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert main(train_args + ["solver.max_iter=1", "solver.ims_per_batch=1", "data.num_workers=0",
+                                  "device=cpu"]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    assert (tmp_path / "runs" / "demo" / "model_final.pth").is_file()
+
+
+def test_a_missing_training_json_of_another_layout_says_where_to_point(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "--config", "coco_r50", "--output", "r50"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "oanet train: error: datasets/coco/annotations/panoptic_train2017.json: training JSON "
+        "(data.train.panoptic_json) not found; download the dataset there (docs/training.md) or point "
+        "data.train.* at yours (KEY=VALUE overrides)"
+    )

@@ -162,6 +162,54 @@ def test_predictor_output_equals_oanet_predict_output(tiny_checkpoint, test_imag
     assert sorted(p.name for p in (out / "overlays").iterdir()) == [p.stem + ".jpg" for p in test_images]
 
 
+def _folder_with_a_corrupt_jpeg(test_images, folder: Path) -> Path:
+    """Two good images and, between them in name order, a JPEG cut off after its header."""
+    folder.mkdir()
+    Image.open(test_images[0]).save(folder / "a.jpg", quality=95)
+    Image.open(test_images[1]).save(folder / "c.png")
+    (folder / "b.jpg").write_bytes((folder / "a.jpg").read_bytes()[:40])
+    return folder
+
+
+def test_predict_skips_an_unreadable_image_and_lists_it(tiny_checkpoint, test_images, tmp_path, capsys):
+    from oanet.cli import main
+
+    folder = _folder_with_a_corrupt_jpeg(test_images, tmp_path / "in")
+    out = tmp_path / "pred"
+    args = ["predict", "--checkpoint", str(tiny_checkpoint), str(folder), "--out", str(out), "--no-progress"]
+    assert main(args + ["--loader-threads", "2"]) == 0
+    captured = capsys.readouterr()
+    assert captured.err.strip() == (f"oanet predict: skipped 1 image(s) that could not be read "
+                                    f"(the list and reasons: {out / 'skipped.json'})")
+    assert "predicted 2 image(s)" in captured.out
+    data = json.loads((out / "panoptic.json").read_text())
+    assert [img["file_name"] for img in data["images"]] == ["a.jpg", "c.png"]
+    assert [ann["file_name"] for ann in data["annotations"]] == ["a.png", "c.png"]
+    assert sorted(p.name for p in (out / "panoptic").iterdir()) == ["a.png", "c.png"]
+    (skipped,) = json.loads((out / "skipped.json").read_text())
+    assert skipped["file"] == str(folder / "b.jpg") and skipped["reason"].startswith("not a readable image")
+
+    # --strict stops there, as evaluation does; a later run without bad images leaves no stale list.
+    assert main(args + ["--strict", "--loader-threads", "0"]) == 2
+    assert re.fullmatch(r"oanet predict: error: .*b\.jpg: not a readable image \(.*\)", capsys.readouterr().err.strip())
+    (folder / "b.jpg").unlink()
+    assert main(args) == 0 and not (out / "skipped.json").exists()
+
+
+def test_predict_fails_when_no_image_could_be_read(tiny_checkpoint, tmp_path, capsys):
+    from oanet.cli import main
+
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "x.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    out = tmp_path / "pred"
+    assert main(["predict", "--checkpoint", str(tiny_checkpoint), str(tmp_path / "in"), "--out", str(out),
+                 "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"oanet predict: error: none of the 1 images could be read (the reasons: {out / 'skipped.json'}); "
+                          f"the first: {tmp_path / 'in' / 'x.jpg'}: not a readable image")
+    assert len(json.loads((out / "skipped.json").read_text())) == 1
+
+
 def test_readme_from_python_snippet_runs_as_written(tiny_checkpoint, test_images, tmp_path, monkeypatch):
     readme = (REPO_ROOT / "README.md").read_text()
     section = readme[readme.index("### From Python"):]

@@ -21,7 +21,7 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Optional, Sequence
+from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
 
 import numpy as np
 
@@ -88,20 +88,43 @@ class ImageFiles:
         rgb = load_rgb_image(self.paths[index], size)
         return ImageItem(index, self.image_ids[index], self.file_names[index], rgb, str(self.paths[index]))
 
-    def items(self, indices: Sequence[int], threads: int = 2) -> Iterator[ImageItem]:
-        """The images at ``indices``, in order, decoded up to ``2 * threads`` ahead."""
+    def items(self, indices: Sequence[int], threads: int = 2,
+              on_error: Optional[Callable[[Path, Exception], None]] = None) -> Iterator[ImageItem]:
+        """The images at ``indices``, in order, decoded up to ``2 * threads`` ahead.
+
+        An image that cannot be read raises its DataError (or FileNotFoundError) here, in order; with
+        ``on_error`` it is passed to ``on_error(path, error)`` instead and left out.
+        """
+        def load(index: int) -> tuple[Optional[ImageItem], Optional[Exception]]:
+            try:
+                return self.load(index), None
+            except (DataError, FileNotFoundError) as exc:
+                if on_error is None:
+                    raise
+                return None, exc
+
+        def loaded(outcome: tuple[Optional[ImageItem], Optional[Exception]], index: int) -> Optional[ImageItem]:
+            item, error = outcome
+            if error is not None:
+                on_error(self.paths[index], error)
+            return item
+
         if threads <= 0:
-            yield from (self.load(i) for i in indices)
+            for i in indices:
+                item = loaded(load(i), i)
+                if item is not None:
+                    yield item
             return
         with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="oanet-load") as pool:
             window = 2 * threads
-            pending = [pool.submit(self.load, i) for i in indices[:window]]
+            pending = [pool.submit(load, i) for i in indices[:window]]
             for k in range(len(indices)):
-                item = pending[k].result()  # a DataError naming the file is raised here, in order
+                item = loaded(pending[k].result(), indices[k])
                 if k + window < len(indices):
-                    pending.append(pool.submit(self.load, indices[k + window]))
+                    pending.append(pool.submit(load, indices[k + window]))
                 pending[k] = None  # let the decoded image go once it is consumed
-                yield item
+                if item is not None:
+                    yield item
 
 
 def unique_output_names(paths: Sequence[Path]) -> list[str]:

@@ -5,6 +5,7 @@ Layout of ``out_dir`` for one order (``--order srm`` or ``score``)::
     panoptic.json                COCO panoptic: images, annotations (segments_info), categories
     panoptic/<name>.png          segment ids as RGB (id = R + 256 G + 256^2 B)
     overlays/<name>.jpg          segments coloured over the image, outlined and named
+    skipped.json                 the images that could not be read, with the reason (only when some were)
 
 With ``--order both`` the PNGs and JSON of each order go to ``score_order/`` and ``srm_order/`` and
 each overlay shows the heuristic and the SRM result side by side. Videos: see
@@ -21,6 +22,7 @@ from oanet.data.images import VIDEO_EXTENSIONS, is_video, list_image_files
 from oanet.inference.loop import ImageFiles, current_ranks, run_inference
 from oanet.inference.sinks import OverlayWriter, PanopticJsonWriter
 from oanet.errors import ConfigError, DataError, make_dir
+from oanet.fileio import write_json_atomic
 from oanet.orders import order_dir
 
 
@@ -39,6 +41,19 @@ def split_inputs(inputs: Sequence[str | Path]) -> tuple[list[Path], list[Path]]:
     return images, videos
 
 
+def write_skipped(out_dir: Path, skipped: list[dict], ranks) -> list[dict]:
+    """``out_dir/skipped.json`` on rank 0 when images were skipped; a stale one from an earlier run in the
+    folder is removed, so the file always describes the latest run."""
+    if not ranks.is_main:
+        return []
+    path = out_dir / "skipped.json"
+    if skipped:
+        write_json_atomic(path, skipped, indent=2)
+    else:
+        path.unlink(missing_ok=True)
+    return skipped
+
+
 def predict(
     predictor: Any,
     inputs: Sequence[str | Path],
@@ -48,11 +63,14 @@ def predict(
     overlays: bool = True,
     loader_threads: int = 2,
     progress: bool = True,
+    strict: bool = False,
 ) -> dict:
     """Predict every image (and video) in ``inputs`` and write PNGs, JSON and overlays under ``out_dir``.
 
-    Returns ``{"images": n, "panoptic_json": {order: path}, "overlay_dir": path or None,
-    "videos": {video: summary}}`` (paths on rank 0 only under torchrun).
+    An image that cannot be read is left out and listed in ``out_dir/skipped.json`` (the JSON lists the
+    images predicted); with ``strict`` it is an error instead, as in evaluation. Returns ``{"images": n
+    predicted, "skipped": [{"file", "reason"}], "panoptic_json": {order: path}, "overlay_dir": path or
+    None, "videos": {video: summary}}`` (paths, counts and the list on rank 0 only under torchrun).
     """
     if batch_size < 1:
         raise ConfigError(f"batch size must be >= 1, got {batch_size}")
@@ -60,18 +78,28 @@ def predict(
     out_dir = make_dir(out_dir)
     ranks = current_ranks()
     orders = predictor.orders
-    summary: dict = {"images": len(images), "panoptic_json": {}, "overlay_dir": None, "videos": {}}
+    summary: dict = {"images": len(images), "skipped": [], "panoptic_json": {}, "overlay_dir": None, "videos": {}}
     if images:
+        skipped: list[dict] = []
+
+        def skip(path: Path, error: Exception) -> None:
+            message = str(error)
+            reason = message[len(f"{path}: "):] if message.startswith(f"{path}: ") else message
+            skipped.append({"file": str(path), "reason": reason})
+
         files = ImageFiles.from_paths(images)
         writers = [PanopticJsonWriter(order_dir(out_dir, o, orders), o, predictor.label_space) for o in orders]
         sinks: list = list(writers)
         if overlays:
             sinks.append(OverlayWriter(out_dir / "overlays", orders))
-        outcome = run_inference(predictor, files.items(ranks.shard(len(files)), loader_threads), sinks,
+        mine = files.items(ranks.shard(len(files)), loader_threads, on_error=None if strict else skip)
+        outcome = run_inference(predictor, mine, sinks,
                                 total=len(ranks.shard(len(files))), batch_size=batch_size, progress=progress,
                                 desc="predict", ranks=ranks)
         summary["panoptic_json"] = {w.order: outcome[w.name] for w in writers}
         summary["overlay_dir"] = str(out_dir / "overlays") if overlays else None
+        summary["skipped"] = write_skipped(out_dir, [s for part in ranks.gather(skipped) or [] for s in part], ranks)
+        summary["images"] = len(images) - len(summary["skipped"])
     if videos:
         from oanet.inference.video import predict_video
 

@@ -190,6 +190,50 @@ def test_threshold_is_a_graph_input_with_the_eager_meaning(exported):
         _assert_same_result(result, torch_none(rgb)[order])
 
 
+def _self_check(checkpoint, path, **fusion_or_val):
+    from oanet.config import SplitConfig
+    from oanet.export.exporter import compare_with_pytorch
+    from oanet.model.checkpoint import load_model_from_checkpoint
+
+    model, cfg, _ = load_model_from_checkpoint(checkpoint, device="cpu")
+    if "score_thresh" in fusion_or_val:
+        model_cfg = dataclasses.replace(cfg.model, fusion=dataclasses.replace(cfg.model.fusion, score_thresh=fusion_or_val["score_thresh"]))
+        cfg = dataclasses.replace(cfg, model=model_cfg)
+    if "image_dir" in fusion_or_val:
+        cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, val=SplitConfig(image_dir=str(fusion_or_val["image_dir"]))))
+    return compare_with_pytorch(path, model, cfg)
+
+
+def test_export_self_check_compares_detections_where_the_fusion_threshold_selects_none(exported):
+    """A fusion threshold no random detection reaches (as a barely trained model's 0.5): the check lowers
+    the selection threshold rather than compare nothing."""
+    report = _self_check(*exported, score_thresh=1.0)
+    assert report["ok"] and not report["warning"] and report["compared"] >= 1
+    assert report["compared"] == report["detections"][1] and report["max_rank_diff"] <= 1e-3
+    assert f"{report['compared']} detections compared, at selection threshold 0 since none reached the fusion " \
+           "threshold 1" in report["message"]
+    assert report["message"].startswith("check: onnxruntime and PyTorch agree on a random ")
+
+
+def test_export_self_check_runs_on_a_val_image_of_the_config(exported, tmp_path):
+    from PIL import Image
+
+    Image.fromarray(_images()[1]).save(tmp_path / "b.png")
+    (tmp_path / "a.png").write_bytes(b"not an image")  # unreadable: the next one is used
+    report = _self_check(*exported, image_dir=tmp_path)
+    assert report["ok"] and report["compared"] >= 1
+    assert report["message"].startswith(f"check: onnxruntime and PyTorch agree on val image b.png (123x50): "
+                                        f"{report['compared']} detections compared (")
+
+
+def test_export_self_check_warns_when_no_detection_can_be_compared(exported_no_detections):
+    report = _self_check(*exported_no_detections)
+    assert report["ok"] and report["warning"] and report["compared"] == 0
+    assert report["message"].startswith("check: WARNING: no detection on a random ")
+    assert "score threshold 0.99 is frozen in the graph): boxes, masks and SRM ranking scores were NOT compared" \
+           in report["message"]
+
+
 def test_predict_many_and_inputs_as_for_the_pytorch_predictor(exported, tmp_path):
     from PIL import Image
 

@@ -14,10 +14,12 @@ def add_arguments(parser) -> None:
     parser.add_argument("--opset", type=int, default=DEFAULT_OPSET,
                         help=f"ONNX opset, 16 or newer (default {DEFAULT_OPSET})")
     parser.add_argument("--no-check", action="store_true",
-                        help="skip running the exported file with onnxruntime against PyTorch on a random image")
+                        help="skip running the exported file with onnxruntime against PyTorch (on a val image of the "
+                        "checkpoint's config when there is one, else a random image)")
 
 
 def run(args) -> int:
+    import sys
     from pathlib import Path
 
     from oanet.errors import check_output_file
@@ -36,5 +38,5 @@ def run(args) -> int:
     if args.no_check:
         return 0
     report = compare_with_pytorch(path, model, cfg)
-    print(report["message"])
+    print(report["message"], file=sys.stderr if report["warning"] else sys.stdout)
     return 0 if report["ok"] else 1

@@ -119,29 +119,106 @@ def export_onnx(model: torch.nn.Module, cfg: Config, label_space: Any, path: str
     return atomic_write_bytes(path, proto.SerializeToString())
 
 
-def compare_with_pytorch(path: str | Path, model: torch.nn.Module, cfg: Config, tolerance: float = 1e-3) -> dict:
-    """Run the exported file (onnxruntime) and ``model`` (PyTorch) on one random image of a size the
-    trace did not see; ``{"ok", "message", "detections", "max_box_diff", "max_score_diff"}``."""
-    from oanet.runtime.onnx_predictor import load_session
+def check_inputs(cfg: Config) -> list[tuple[str, torch.Tensor]]:
+    """What the self-check runs on, best first: the first readable image of the config's val split (a
+    real image, where a trained model detects), then a random image of a size the trace did not see."""
+    from oanet.data.images import IMAGE_EXTENSIONS, load_rgb_image, to_float_chw
+    from oanet.errors import DataError
 
-    session = load_session(Path(path), None, None)
+    inputs = []
+    folder = Path(cfg.data.val.image_dir) if cfg.data.val.image_dir else None
+    if folder is not None and folder.is_dir():
+        for file in sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)[:5]:
+            try:
+                image = torch.from_numpy(to_float_chw(load_rgb_image(file)))
+            except (DataError, OSError):
+                continue
+            inputs.append((f"val image {file.name} ({image.shape[2]}x{image.shape[1]})", image))
+            break
     traced = sample_image(cfg)
     generator = torch.Generator().manual_seed(1)
     image = torch.rand(3, int(0.7 * traced.shape[1]) + 1, traced.shape[2], generator=generator)
-    thresh = float(cfg.model.fusion.score_thresh)
+    inputs.append((f"a random {image.shape[2]}x{image.shape[1]} image", image))
+    return inputs
+
+
+def compare_with_pytorch(path: str | Path, model: torch.nn.Module, cfg: Config, tolerance: float = 1e-3) -> dict:
+    """Run the exported file (onnxruntime) and ``model`` (PyTorch) on an image with detections, and compare
+    every output fusion reads: boxes, scores, labels, selection, SRM ranking scores, masks, stuff labels.
+
+    The image is a val image of ``cfg`` when there is one, else a random one; when the model selects no
+    detection there at the fusion threshold, the selection threshold is lowered to 0 (every detection the
+    box head keeps). Returns ``{"ok", "warning", "message", "detections": (onnx, torch), "compared",
+    "max_box_diff", "max_score_diff", "max_rank_diff"}``; ``warning`` when nothing but the stuff labels
+    could be compared (no detection even so: the box head's own threshold is frozen in the graph).
+    """
+    from oanet.runtime.onnx_predictor import load_session
+
+    session = load_session(Path(path), None, None)
+    model = model.eval()
+    fusion_thresh = float(cfg.model.fusion.score_thresh)
+    chosen = None
+    for name, image in check_inputs(cfg):
+        for thresh in dict.fromkeys((fusion_thresh, 0.0)):
+            with torch.no_grad():
+                expected = model([image], score_thresh=thresh)[0]
+            if chosen is None or int(expected["selected"].sum()) > int(chosen[3]["selected"].sum()):
+                chosen = (name, image, thresh, expected)
+            if expected["selected"].any():
+                break
+        if chosen[3]["selected"].any():
+            break
+    name, image, thresh, expected = chosen
     feed = {"image": image.numpy(), "score_thresh": np.array(thresh, dtype=np.float32)}
     outputs = dict(zip(OUTPUTS, session.run(list(OUTPUTS), feed)))
-    with torch.no_grad():
-        expected = model.eval()([image], score_thresh=thresh)[0]
+    box_tolerance = tolerance * max(1.0, float(max(image.shape)))
+    report = compare_outputs(outputs, {k: v.numpy() for k, v in expected.items()}, box_tolerance, tolerance)
+    report["message"] = check_message(report, name, thresh, fusion_thresh, float(cfg.model.roi_heads.score_thresh))
+    return report
+
+
+def compare_outputs(outputs: dict, expected: dict, box_tolerance: float, tolerance: float) -> dict:
+    """The graph's outputs against the eager model's on one image (numpy arrays); see compare_with_pytorch."""
+    from oanet.runtime.paste import paste_masks
+
     n_onnx, n_torch = len(outputs["scores"]), len(expected["scores"])
-    size = f"a random {image.shape[2]}x{image.shape[1]} image"
+    report = {"ok": False, "warning": False, "detections": (n_onnx, n_torch), "compared": 0, "max_box_diff": None,
+              "max_score_diff": None, "max_rank_diff": None, "mask_share": 0.0,
+              "stuff_share": float(np.mean(outputs["sem_seg_labels"] != expected["sem_seg_labels"]))}
     if n_onnx != n_torch:
-        return {"ok": False, "detections": (n_onnx, n_torch), "max_box_diff": None, "max_score_diff": None,
-                "message": f"check FAILED on {size}: onnxruntime found {n_onnx} detections, PyTorch {n_torch}"}
-    box_diff = float(np.abs(outputs["boxes"] - expected["boxes"].numpy()).max(initial=0.0))
-    score_diff = float(np.abs(outputs["scores"] - expected["scores"].numpy()).max(initial=0.0))
-    ok = box_diff <= tolerance * max(1.0, float(max(image.shape))) and score_diff <= tolerance
-    verdict = "agree" if ok else "DISAGREE"
-    return {"ok": ok, "detections": (n_onnx, n_torch), "max_box_diff": box_diff, "max_score_diff": score_diff,
-            "message": f"check: onnxruntime and PyTorch {verdict} on {size} ({n_torch} detections, "
-                       f"max |box diff| {box_diff:.2g} px, max |score diff| {score_diff:.2g})"}
+        return report
+    keep = np.flatnonzero(expected["selected"])
+    height, width = expected["sem_seg_labels"].shape
+    pasted = paste_masks(outputs["mask_probs"][keep], outputs["boxes"][keep], height, width)
+    # A pasted mask edge sits at exactly 0.5, so float rounding may flip a few pixels: a share, not equality.
+    report["mask_share"] = float(np.mean(pasted != (expected["masks"][keep] > 0.5))) if keep.size else 0.0
+    for key, name in (("boxes", "max_box_diff"), ("scores", "max_score_diff"), ("ranking_scores", "max_rank_diff")):
+        report[name] = float(np.abs(outputs[key] - expected[key]).max(initial=0.0))
+    report["compared"] = int(keep.size)
+    report["ok"] = bool(
+        np.array_equal(outputs["selected"], expected["selected"]) and np.array_equal(outputs["labels"], expected["labels"])
+        and report["max_box_diff"] <= box_tolerance and report["max_score_diff"] <= tolerance
+        and report["max_rank_diff"] <= tolerance and report["mask_share"] <= 1e-3 and report["stuff_share"] <= 1e-3
+    )
+    report["warning"] = report["ok"] and keep.size == 0
+    return report
+
+
+def check_message(report: dict, name: str, thresh: float, fusion_thresh: float, box_thresh: float) -> str:
+    """The self-check's one line (with ``WARNING`` / ``FAILED`` where it applies)."""
+    n_onnx, n_torch = report["detections"]
+    if n_onnx != n_torch:
+        return f"check FAILED on {name}: onnxruntime found {n_onnx} detections, PyTorch {n_torch}"
+    stuff = f"stuff labels differ on {100 * report['stuff_share']:.2g}% of pixels"
+    if report["warning"]:
+        return (f"check: WARNING: no detection on {name}, even with every detection selected (the box head's "
+                f"score threshold {box_thresh:g} is frozen in the graph): boxes, masks and SRM ranking scores were "
+                f"NOT compared; {stuff}")
+    verdict = "agree" if report["ok"] else "DISAGREE"
+    lowered = (f", at selection threshold {thresh:g} since none reached the fusion threshold {fusion_thresh:g}"
+               if thresh != fusion_thresh else "")
+    rest = f", {n_torch - report['compared']} more below it (boxes and scores only)" if n_torch > report["compared"] else ""
+    return (f"check: onnxruntime and PyTorch {verdict} on {name}: {report['compared']} detections "
+            f"compared{lowered}{rest} (max |box diff| {report['max_box_diff']:.2g} px, |score diff| "
+            f"{report['max_score_diff']:.2g}, |ranking score diff| {report['max_rank_diff']:.2g}; mask pixels "
+            f"differ {100 * report['mask_share']:.2g}%, {stuff})")

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Optional, Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -63,11 +64,13 @@ def paste_order(labels: Tensor, det_scores: Tensor, order_scores: Tensor, per_cl
     return idx[torch.sort(reassigned[idx], descending=True, stable=True).indices]
 
 
-def paste_instances(masks: Tensor, overlap_thresh: float) -> tuple[Tensor, Tensor]:
+def paste_instances(masks: Tensor, overlap_thresh: float, max_covered: Optional[float] = None) -> tuple[Tensor, Tensor]:
     """Sequentially paste binary ``N x H x W`` masks (already in order; first on top).
 
     Returns ``(owner HxW int64, -1 = none, kept N bool)``. ``masks`` may be bool or 0/1 numbers. Instance i is kept when its pixels not
-    taken by kept instances before it are >= ``overlap_thresh`` of its area (and > 0).
+    taken by kept instances before it are >= ``overlap_thresh`` of its area (and > 0). With
+    ``max_covered`` instead (panopticapi's ``overlap_thr``), it is dropped when its pixels already taken
+    are more than ``max_covered`` of its area, compared in float64 as that script compares them.
     """
     n = masks.shape[0]
     h, w = masks.shape[-2:]
@@ -90,7 +93,8 @@ def paste_instances(masks: Tensor, overlap_thresh: float) -> tuple[Tensor, Tenso
     owner = topmost(flat, rank[:, None], 0)
     visible = torch.bincount(owner[owner >= 0], minlength=n)
     order = torch.arange(n, device=device)
-    first = _first_failing(kept, visible, area, order, overlap_thresh)
+    rule = (overlap_thresh, max_covered)
+    first = _first_failing(kept, visible, area, order, rule)
     if first == n:
         return owner.reshape(h, w), kept
     # Dropping an instance frees its pixels; only pixels covered by >= 2 masks can go to another
@@ -107,7 +111,7 @@ def paste_instances(masks: Tensor, overlap_thresh: float) -> tuple[Tensor, Tenso
         new_owner = topmost(shared_masks[pixels], rank * kept.to(rank_dtype), 1)
         shared_owner[pixels] = new_owner
         visible += torch.bincount(new_owner[new_owner >= 0], minlength=n)
-        first = _first_failing(kept, visible, area, order, overlap_thresh)
+        first = _first_failing(kept, visible, area, order, rule)
     # Pixels of dropped instances that no other mask covers become unowned.
     owner = torch.where(kept[owner.clamp(min=0)], owner, -1)
     owner[shared] = shared_owner
@@ -125,10 +129,16 @@ def _areas(masks: Tensor) -> Tensor:
     return masks.sum(2, dtype=_count_dtype(masks.shape[-1])).sum(1, dtype=torch.int32)
 
 
-def _first_failing(kept: Tensor, visible: Tensor, area: Tensor, order: Tensor, overlap_thresh: float) -> int:
-    """Index of the first kept instance whose visible part is too small (n if none): one host sync."""
+def _first_failing(kept: Tensor, visible: Tensor, area: Tensor, order: Tensor, rule: tuple) -> int:
+    """Index of the first kept instance whose visible part is too small (n if none): one host sync.
+    ``rule``: ``(overlap_thresh, max_covered)`` of :func:`paste_instances`."""
+    overlap_thresh, max_covered = rule
+    if max_covered is None:
+        too_hidden = visible < overlap_thresh * area
+    else:
+        too_hidden = (area - visible).double() / area.double().clamp(min=1) > max_covered
     # visible == 0 too: with overlap_thresh 0 a fully hidden instance would be kept as an empty segment
-    failing = kept & ((visible < overlap_thresh * area) | (visible == 0))
+    failing = kept & (too_hidden | (visible == 0))
     return int(torch.where(failing, order, len(order)).min())
 
 
@@ -145,6 +155,8 @@ def panoptic_fusion(
     ranking_scores: Optional[Tensor] = None,
     mask_thresh: float = 0.5,
     per_class: bool = True,
+    max_covered: Optional[float] = None,
+    min_stuff_area: Optional[float] = None,
 ) -> tuple[Tensor, list[dict]]:
     """Fuse one image's selected detections into ``(ids HxW int32, segments)``.
 
@@ -155,11 +167,14 @@ def panoptic_fusion(
     things first in pasting order; 0 is void. Segments: ``id``, ``category_id`` (COCO), ``isthing``,
     ``score`` (detection score; None for stuff), ``ranking_score`` (``ranking_scores`` of the
     instance when given; None for stuff), ``area``. ``per_class``: see :func:`paste_order`.
+    ``sem_seg_labels`` may hold -1 (void: no stuff there). ``max_covered`` (see :func:`paste_instances`)
+    and ``min_stuff_area`` (pixels, instead of ``cfg``'s scaled limit) give panopticapi's rules
+    (:mod:`oanet.merge`).
     """
     thing_ids, stuff_ids = category_ids(label_space)
     order = paste_order(labels, det_scores, order_scores, per_class)
     binary = masks[order] if masks.dtype == torch.bool else masks[order] > mask_thresh
-    owner, kept = paste_instances(binary, cfg.overlap_thresh)
+    owner, kept = paste_instances(binary, cfg.overlap_thresh, max_covered)
 
     # Kept instances get ids 1..K in pasting order. Lookups are shifted by one so that -1 (no owner,
     # no stuff) indexes entry 0: one gather per map instead of a mask, a clamp and a select.
@@ -168,23 +183,25 @@ def panoptic_fusion(
     thing_areas = torch.bincount(owner.reshape(-1) + 1, minlength=len(order) + 1)[1:]
 
     things = thing_rows(order[kept], labels, det_scores, ranking_scores, thing_areas[kept])
+    if min_stuff_area is None:
+        min_stuff_area = cfg.min_stuff_area(*sem_seg_labels.shape[-2:])
     ids, stuff_rows = _fill_stuff(ids, owner, sem_seg_labels, len(thing_ids), len(stuff_ids), len(things) + 1,
-                                  stuff_classes, cfg)
+                                  stuff_classes, min_stuff_area)
     return ids.to(torch.int32), fused_segments(things, stuff_rows, thing_ids, stuff_ids)
 
 
 def _fill_stuff(ids: Tensor, owner: Tensor, sem_seg_labels: Tensor, num_thing: int, num_stuff: int, first_id: int,
-                stuff_classes: str, cfg: FusionConfig) -> tuple[Tensor, list]:
-    """Stuff fills what the instances left: one segment per stuff class of at least the minimum area,
-    ids from ``first_id``. Returns the id map and ``[(stuff index, area)]``."""
+                stuff_classes: str, min_stuff_area: float) -> tuple[Tensor, list]:
+    """Stuff fills what the instances left: one segment per stuff class of at least ``min_stuff_area``
+    pixels, ids from ``first_id``. Returns the id map and ``[(stuff index, area)]``."""
     if not num_stuff:
         return ids, []
-    h, w = sem_seg_labels.shape[-2:]
     device = sem_seg_labels.device
-    table = torch.from_numpy(channel_to_stuff_index(num_thing, num_stuff, stuff_classes)).to(device)
+    # A trailing -1 entry: label -1 (void) indexes it and takes no stuff class.
+    table = torch.from_numpy(np.append(channel_to_stuff_index(num_thing, num_stuff, stuff_classes), -1)).to(device)
     stuff = torch.where(owner < 0, table[sem_seg_labels.long()], -1)  # owner < 0 exactly where ids == 0
     areas = torch.bincount(stuff.reshape(-1) + 1, minlength=num_stuff + 1)[1:]
-    big = areas >= max(cfg.min_stuff_area(h, w), 1)
+    big = areas >= max(min_stuff_area, 1)
     classes = big.nonzero().squeeze(1)
     stuff_segment_id = torch.zeros(num_stuff, dtype=torch.long, device=device)
     stuff_segment_id[classes] = torch.arange(first_id, first_id + len(classes), device=device)

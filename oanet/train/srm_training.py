@@ -194,7 +194,7 @@ def train_srms(
         atomic_save({"model": srms[variant.name].state_dict(), "kernel": variant.kernel, "masks": variant.masks,
                      "iterations": cfg.solver.max_iter, "num_thing_classes": cfg.model.num_thing_classes,
                      "stride": cfg.model.srm.stride, "loss_weight": cfg.model.srm.loss_weight,
-                     "config": to_dict(cfg)}, path)
+                     "label_space": base.label_space.to_dict(), "config": to_dict(cfg)}, path)
         loss = float(np.mean(recent[variant.name])) if recent[variant.name] else float("nan")
         summary[variant.name] = {"path": str(path), "loss": loss, "iterations": cfg.solver.max_iter}
         log(f"SRM {variant.name} ({variant.kernel}, {variant.masks} masks): loss {loss:.4f} -> {path}")

@@ -1,0 +1,218 @@
+"""``oanet merge`` and ``oanet.merge.merge_panoptic``: panopticapi's combine script, exactly, by score;
+the SRM's order; the order measures; one-line errors for bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from pycocotools import mask as mask_utils
+
+from oanet.cli import main
+from oanet.data.labels import Category, LabelSpace
+from oanet.data.png_io import read_id_png
+
+CATEGORIES = [
+    {"id": 1, "name": "person", "isthing": 1, "color": [220, 20, 60]},
+    {"id": 2, "name": "car", "isthing": 1, "color": [0, 0, 142]},
+    {"id": 3, "name": "dog", "isthing": 1, "color": [100, 170, 30]},
+    {"id": 10, "name": "sky", "isthing": 0, "color": [70, 130, 180]},
+    {"id": 11, "name": "road", "isthing": 0, "color": [128, 64, 128]},
+]
+
+
+def rle(mask: np.ndarray) -> dict:
+    r = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+    r["counts"] = r["counts"].decode("ascii")
+    return r
+
+
+def write_inputs(root: Path, seed: int, n_images: int = 6) -> dict:
+    """Random detector results (overlaps, score ties, scores under the threshold, an empty mask) and a
+    semantic prediction both as label PNGs and as COCO-stuff RLEs."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    images, inst, sem = [], [], []
+    (root / "sem").mkdir(parents=True, exist_ok=True)
+    for i in range(n_images):
+        h, w = int(rng.integers(40, 90)), int(rng.integers(40, 110))
+        images.append({"id": i + 1, "file_name": f"img{i:03d}.jpg", "height": h, "width": w})
+        for _ in range(int(rng.integers(0, 10))):
+            m = np.zeros((h, w), bool)
+            y, x = int(rng.integers(0, h - 4)), int(rng.integers(0, w - 4))
+            m[y:y + int(rng.integers(2, h // 2)), x:x + int(rng.integers(2, w // 2))] = True
+            if rng.random() < 0.05:
+                m[:] = False  # panopticapi skips an empty mask
+            score = float(rng.choice([0.3, 0.5, 0.75, 0.75, 0.9, round(float(rng.random()), 3)]))
+            inst.append({"image_id": i + 1, "category_id": int(rng.choice([1, 2, 3])), "score": score,
+                         "segmentation": rle(m)})
+        labels = np.where(np.arange(h)[:, None] < int(rng.integers(5, h - 5)), 10, 11) * np.ones((1, w), np.int64)
+        labels[rng.random((h, w)) < 0.03] = 0  # void
+        labels[:3, :3] = 1  # a thing id in the semantic map: skipped, as panopticapi skips it
+        Image.fromarray(labels.astype(np.uint8)).save(root / "sem" / f"img{i:03d}.png")
+        for c in (1, 10, 11):
+            if (labels == c).any():
+                sem.append({"image_id": i + 1, "category_id": c, "segmentation": rle(labels == c)})
+    paths = {"images": root / "images.json", "inst": root / "inst.json", "sem_json": root / "sem.json",
+             "sem_dir": root / "sem", "cats": root / "cats.json"}
+    paths["images"].write_text(json.dumps({"images": images, "categories": CATEGORIES}))
+    paths["cats"].write_text(json.dumps(CATEGORIES))
+    paths["inst"].write_text(json.dumps(inst))
+    paths["sem_json"].write_text(json.dumps(sem))
+    return paths
+
+
+def segments_by_pixels(json_path: Path, png_dir: Path) -> dict:
+    """{image_id: sorted (category, pixel indices) of every non-empty segment}, plus void per image."""
+    out = {}
+    for ann in json.loads(json_path.read_text())["annotations"]:
+        ids = read_id_png(png_dir / ann["file_name"]).ravel()
+        segs = [(s["category_id"], tuple(np.flatnonzero(ids == s["id"]))) for s in ann["segments_info"]]
+        out[ann["image_id"]] = sorted(s for s in segs if s[1])
+        out[(ann["image_id"], "void")] = tuple(np.flatnonzero(ids == 0))
+    return out
+
+
+@pytest.mark.parametrize("seed,thresholds,semantic", [
+    (0, (0.5, 0.5, 64 * 64), "sem_json"),
+    (1, (0.5, 0.5, 200), "sem_dir"),
+    (2, (0.3, 0.2, 50), "sem_json"),
+    (3, (0.7, 0.8, 0), "sem_dir"),
+])
+def test_score_order_equals_panopticapi_combine_script(tmp_path, seed, thresholds, semantic, capsys):
+    combine = pytest.importorskip("panopticapi.combine_semantic_and_instance_predictions",
+                                  reason="panopticapi (pip install --no-deps panopticapi-lite) is a test-only reference")
+    paths = write_inputs(tmp_path / "in", seed)
+    score, overlap, stuff = thresholds
+    combine.combine_to_panoptic_multi_core = _single_core(combine)  # no process pool in a test
+    combine.combine_predictions(str(paths["sem_json"]), str(paths["inst"]), str(paths["images"]), str(paths["cats"]),
+                                str(tmp_path / "ref"), str(tmp_path / "ref.json"), score, overlap, stuff)
+    rc = main(["merge", "--instances", str(paths["inst"]), "--semantic", str(paths[semantic]),
+               "--images-json", str(paths["images"]), "--out", str(tmp_path / "ours"), "--order", "score",
+               "--score-thresh", str(score), "--overlap-thresh", str(overlap), "--stuff-area", str(stuff),
+               "--no-progress", "--workers", "2"])
+    assert rc == 0
+    ref = segments_by_pixels(tmp_path / "ref.json", tmp_path / "ref")
+    ours = segments_by_pixels(tmp_path / "ours" / "panoptic.json", tmp_path / "ours" / "panoptic")
+    assert ours.keys() == ref.keys()
+    for key in ref:
+        assert ours[key] == ref[key], key
+    assert sum(len(v) for k, v in ref.items() if not isinstance(k, tuple)) > 20  # the inputs exercise something
+
+
+def _single_core(combine):
+    def run(img_id2img, inst_by_image, sem_by_image, folder, overlap_thr, stuff_area_limit, categories):
+        return combine.combine_to_panoptic_single_core(0, list(img_id2img), img_id2img, inst_by_image, sem_by_image,
+                                                       folder, overlap_thr, stuff_area_limit, categories)
+    return run
+
+
+def two_class_ranker(front: int, back: int):
+    """A 1x1 SRM whose logits make class ``front`` win over class ``back`` wherever both are on."""
+    from oanet.model.srm import SpatialRankingModule
+    from oanet.srm import SpatialRanker
+
+    space = LabelSpace([Category(c["id"], c["name"], bool(c["isthing"]), tuple(c["color"])) for c in CATEGORIES])
+    srm = SpatialRankingModule(space.num_things, "1x1", stride=1)
+    with torch.no_grad():
+        srm.conv.weight.zero_()
+        srm.conv.bias.zero_()
+        t = space.thing_index([front, back])
+        srm.conv.weight[t[0], t[0]] = 5.0
+        srm.conv.weight[t[1], t[1]] = 1.0
+    return SpatialRanker(srm, space, short_side=40, max_size=1000)
+
+
+def test_srm_order_pastes_by_ranking_where_score_order_does_not():
+    from oanet.merge import Instances, merge_panoptic
+
+    h, w = 40, 60
+    person, car = np.zeros((h, w), bool), np.zeros((h, w), bool)
+    person[5:30, 10:30] = True
+    car[10:35, 20:50] = True  # overlaps the person on rows 10-29, cols 20-29
+    instances = Instances(np.stack([car, person]), [2, 1], [0.9, 0.8])  # the car scores higher
+    semantic = np.full((h, w), 0)  # stuff index 0 = sky everywhere
+    ranker = two_class_ranker(front=1, back=2)
+    fused = merge_panoptic(instances, semantic, order="both", ranker=ranker,
+                           settings=__import__("oanet.merge", fromlist=["MergeSettings"]).MergeSettings(0.5, 0.9, 0))
+    for order, front in (("score", 2), ("srm", 1)):
+        ids, segments = fused[order]
+        on_top = next(s for s in segments if s["id"] == int(ids[15, 25]))
+        assert on_top["category_id"] == front, order
+    srm_scores = {s["category_id"]: s["ranking_score"] for s in fused["srm"][1] if s["isthing"]}
+    assert srm_scores[1] > srm_scores[2]
+    assert {s["category_id"] for s in fused["srm"][1] if not s["isthing"]} == {10}
+
+
+def test_python_api_equals_the_command(tmp_path):
+    from oanet.merge import Instances, MergeSettings, merge_panoptic
+    from oanet.merge.inputs import decode_rles, read_inputs, semantic_labels
+
+    paths = write_inputs(tmp_path / "in", 5, n_images=3)
+    assert main(["merge", "--instances", str(paths["inst"]), "--semantic", str(paths["sem_dir"]), "--images-json",
+                 str(paths["images"]), "--out", str(tmp_path / "out"), "--no-progress"]) == 0
+    inputs = read_inputs(paths["inst"], paths["sem_dir"], paths["images"])
+    for info in inputs.images:
+        rows = inputs.instances.get(info.id, [])
+        inst = Instances(decode_rles(rows, info, "x"), [r["category_id"] for r in rows], [r["score"] for r in rows])
+        ids, segments = merge_panoptic(inst, semantic_labels(inputs, info), label_space=inputs.label_space,
+                                       settings=MergeSettings())
+        written = read_id_png(tmp_path / "out" / "panoptic" / info.file_name.replace(".jpg", ".png"))
+        assert np.array_equal(written, ids.numpy())
+        assert len([s for s in segments if s["area"] > 0]) == len(
+            json.loads((tmp_path / "out" / "panoptic.json").read_text())["annotations"][info.id - 1]["segments_info"])
+
+
+def run_error(argv, capsys) -> str:
+    rc = main(argv)
+    err = capsys.readouterr().err.strip()
+    assert rc == 2, err
+    assert len(err.splitlines()) == 1, err
+    return err
+
+
+def merge_argv(paths, out, **replace) -> list:
+    args = {"--instances": paths["inst"], "--semantic": paths["sem_dir"], "--images-json": paths["images"], "--out": out}
+    args.update(replace)
+    return ["merge", *[str(x) for kv in args.items() for x in kv], "--no-progress"]
+
+
+def test_bad_inputs_get_one_line_naming_the_file(tmp_path, capsys):
+    paths = write_inputs(tmp_path / "in", 7, n_images=2)
+    results = json.loads(paths["inst"].read_text())
+    out = tmp_path / "out"
+
+    bad = tmp_path / "size.json"
+    wrong = dict(results[0], segmentation=rle(np.ones((5, 5), bool)))
+    bad.write_text(json.dumps([wrong]))
+    err = run_error(merge_argv(paths, out, **{"--instances": bad}), capsys)
+    assert str(bad) in err and "RLE size" in err
+
+    bad = tmp_path / "cat.json"
+    bad.write_text(json.dumps([dict(results[0], category_id=77)]))
+    err = run_error(merge_argv(paths, out, **{"--instances": bad}), capsys)
+    assert str(bad) in err and "unknown category id(s) [77]" in err
+
+    bad = tmp_path / "image.json"
+    bad.write_text(json.dumps([dict(results[0], image_id=999)]))
+    err = run_error(merge_argv(paths, out, **{"--instances": bad}), capsys)
+    assert str(bad) in err and "999" in err and "images JSON" in err
+
+    not_srm = tmp_path / "not_srm.pth"
+    torch.save({"model": {"backbone.weight": torch.zeros(1)}, "config": {}}, not_srm)
+    err = run_error(merge_argv(paths, out, **{"--srm": not_srm}), capsys)
+    assert str(not_srm) in err and "no SRM" in err
+
+    code = tmp_path / "code.pth"
+    torch.save({"model": {}, "config": {}, "evil": Path("x")}, code)  # a pickled class: refused, not run
+    err = run_error(merge_argv(paths, out, **{"--srm": code}), capsys)
+    assert str(code) in err
+
+    from PIL import Image
+    Image.new("RGB", (3, 3)).save(paths["sem_dir"] / "img000.png")
+    err = run_error(merge_argv(paths, out), capsys)
+    assert "img000.png" in err and "mode RGB" in err

@@ -71,6 +71,20 @@ def test_training_stores_absolute_data_paths_and_evaluate_works_from_elsewhere(
     assert (tmp_path / "eval" / "results.json").is_file()
 
 
+def test_evaluate_prints_one_progress_line_per_stage_and_pq_as_oanet_pq(trained_from_a_relative_folder, tmp_path,
+                                                                         capsys):
+    """(Uses this module's trained model.) Without a terminal, progress is one line per stage at the end:
+    the forward passes, then PQ of both orders together; and 2 decimals, as `oanet pq` prints."""
+    _, checkpoint = trained_from_a_relative_folder
+    assert main(["evaluate", "--checkpoint", str(checkpoint), "--out", str(tmp_path / "eval"), "--workers", "0"]) == 0
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert [line.split(":")[0] for line in lines] == ["evaluate", "PQ (score, srm)"]
+    assert lines[1].startswith("PQ (score, srm): 2/2 img (100%)") and "done in" in lines[1]
+    all_row = next(line for line in captured.out.splitlines() if line.startswith("All "))
+    assert len(all_row.split("|")[1].split()[0].split(".")[1]) == 2
+
+
 def test_a_missing_path_from_the_checkpoint_names_the_flags(tmp_path, monkeypatch, capsys):
     """A checkpoint of before absolute paths (relative ones), evaluated from another folder."""
     from conftest import write_tiny_checkpoint

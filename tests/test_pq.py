@@ -207,8 +207,8 @@ def test_accepts_loaded_dicts_and_formats_the_table(tmp_path):
     assert result.to_dict()["Stuff"]["pq"] == 1.0
     table = format_table(result).splitlines()
     assert table[0].split() == ["|", "PQ", "SQ", "RQ", "N"]
-    assert table[2].split() == ["All", "|", "100.0", "100.0", "100.0", "1"]
-    assert table[3].split() == ["Things", "|", "0.0", "0.0", "0.0", "0"]
+    assert table[2] == "All       | 100.00  100.00  100.00     1"  # 2 decimals, as `oanet evaluate`
+    assert table[3] == "Things    |   0.00    0.00    0.00     0"
 
 
 # --------------------------------------------------------------------------------------------------

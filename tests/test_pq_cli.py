@@ -28,7 +28,7 @@ def test_cli_prints_the_table_and_writes_the_results(tmp_path):
     output = tmp_path / "out" / "results.json"
     done = oanet(*pq_args(good_case(tmp_path)), "--workers", "1", "--no-progress", "--output", str(output))
     assert done.returncode == 0, done.stderr
-    assert "All       | 100.0  100.0  100.0     2" in done.stdout
+    assert "All       | 100.00  100.00  100.00     2" in done.stdout
     results = json.loads(output.read_text())
     assert set(results) == {"All", "Things", "Stuff", "per_class"}
     assert set(results["All"]) == {"pq", "sq", "rq", "n"}

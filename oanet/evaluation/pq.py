@@ -58,7 +58,7 @@ from oanet.evaluation.pq_result import (  # noqa: F401  (re-exported)
     format_table,
 )
 from oanet.parallel import default_workers, ordered_thread_map
-from oanet.progress import track
+from oanet.progress import Progress, track
 
 MATCH_IOU = 0.5  # matched iff IoU is strictly above
 IGNORE_FRACTION = 0.5  # an unmatched prediction is ignored iff its void+crowd share is strictly above
@@ -291,13 +291,15 @@ def pq_compute(
     pred_json: JsonSource,
     pred_dir: Union[str, "os.PathLike[str]"],
     workers: Optional[int] = None,
-    progress: bool = True,
+    progress: Union[bool, Progress] = True,
 ) -> PQResult:
     """Panoptic Quality of the predictions against the ground truth, with the COCO panoptic API's semantics.
 
     ``gt_json``/``pred_json`` are paths or already-loaded dicts in the COCO panoptic format; the PNGs are
     ``<dir>/<file_name>``. Predictions for images absent from the ground truth are ignored. ``workers``:
     threads, or processes without the C extension (default all cores; 0 or 1 evaluates in this thread).
+    ``progress``: a bar (or log lines) of its own, none, or a :class:`~oanet.progress.Progress` to count
+    the images on (one bar for several calls).
     Raises DataError or FileNotFoundError, naming the image, on inconsistent inputs.
     """
     gt, gt_name = load_panoptic_json(gt_json, "ground-truth")
@@ -313,8 +315,11 @@ def pq_compute(
     workers = max(1, min(workers, len(pairs)))
     stats = np.zeros((4, len(categories)), dtype=np.float64)
     images = _image_stats(pairs, gt_dir, pred_dir, categories, workers)
-    if progress:
+    counter = progress if isinstance(progress, Progress) else None
+    if progress is True:
         images = track(images, total=len(pairs), desc="PQ", unit="img")
     for image_stats in images:
         stats += image_stats
+        if counter is not None:
+            counter.update(1)
     return PQResult(categories=categories, stats=stats, n_images=len(pairs))

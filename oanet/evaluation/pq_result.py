@@ -73,17 +73,18 @@ class PQResult:
 
 
 def format_table(result: PQResult) -> str:
-    """The COCO API's summary table: PQ, SQ, RQ (x100) and N for All, Things and Stuff."""
-    lines = [f"{'':10s}| {'PQ':>5s}  {'SQ':>5s}  {'RQ':>5s} {'N':>5s}", "-" * 38]
+    """The COCO API's summary table: PQ, SQ, RQ (x100, 2 decimals as `oanet evaluate`) and N for All,
+    Things and Stuff."""
+    lines = [f"{'':10s}| {'PQ':>6s}  {'SQ':>6s}  {'RQ':>6s} {'N':>5s}", "-" * 41]
     for name, isthing in (("All", None), ("Things", True), ("Stuff", False)):
         s = result.summary(isthing)
-        lines.append(f"{name:10s}| {100 * s['pq']:5.1f}  {100 * s['sq']:5.1f}  {100 * s['rq']:5.1f} {s['n']:5d}")
+        lines.append(f"{name:10s}| {100 * s['pq']:6.2f}  {100 * s['sq']:6.2f}  {100 * s['rq']:6.2f} {s['n']:5d}")
     return "\n".join(lines)
 
 
 def format_per_class_table(result: PQResult) -> str:
     """One row per counted class: id, name, kind, PQ/SQ/RQ (x100), TP/FP/FN."""
-    lines = [f"{'id':>4s}  {'name':24s} {'kind':5s} | {'PQ':>5s}  {'SQ':>5s}  {'RQ':>5s} | {'TP':>6s} {'FP':>6s} {'FN':>6s}"]
+    lines = [f"{'id':>4s}  {'name':24s} {'kind':5s} | {'PQ':>6s}  {'SQ':>6s}  {'RQ':>6s} | {'TP':>6s} {'FP':>6s} {'FN':>6s}"]
     lines.append("-" * len(lines[0]))
     cats = result.categories
     for k, (cid, v) in enumerate(result.per_class().items()):
@@ -91,7 +92,7 @@ def format_per_class_table(result: PQResult) -> str:
             continue
         kind = "thing" if cats.isthing[k] else "stuff"
         lines.append(
-            f"{cid:4d}  {cats.names[k][:24]:24s} {kind:5s} | {100 * v['pq']:5.1f}  {100 * v['sq']:5.1f}  "
-            f"{100 * v['rq']:5.1f} | {v['tp']:6d} {v['fp']:6d} {v['fn']:6d}"
+            f"{cid:4d}  {cats.names[k][:24]:24s} {kind:5s} | {100 * v['pq']:6.2f}  {100 * v['sq']:6.2f}  "
+            f"{100 * v['rq']:6.2f} | {v['tp']:6d} {v['fp']:6d} {v['fn']:6d}"
         )
     return "\n".join(lines)

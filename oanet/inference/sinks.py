@@ -38,6 +38,7 @@ class PanopticJsonWriter:
         self.json_path = Path(folder) / "panoptic.json"
         self.png_dir = make_dir(Path(folder) / "panoptic")
         self.records: list = []
+        self.count = 0  # images in the JSON, once finalised
 
     def process(self, item: ImageItem, results: Mapping[str, PanopticResult]) -> None:
         result = results[self.order]
@@ -51,6 +52,7 @@ class PanopticJsonWriter:
         records = _merge(ranks.gather(self.records))
         if not ranks.is_main:
             return None
+        self.count = len(records)
         writer = PanopticWriter(self.json_path, self.png_dir, self.label_space)
         for _, image, annotation in records:
             writer.add_annotation(image, annotation)
@@ -139,14 +141,19 @@ class PanopticQuality:
 
     def finalize(self, ranks: Ranks) -> Optional[dict]:
         from oanet.evaluation.pq import pq_compute
+        from oanet.progress import Progress
 
         if not ranks.is_main:
             return None
-        return {
-            order_key(writer.order): pq_compute(self.gt_json, self.gt_dir, writer.json_path, writer.png_dir,
-                                                workers=self.workers, progress=self.progress).to_dict()
-            for writer in self.writers
-        }
+        # One bar for all orders: a line per order read as the same evaluation repeated.
+        orders = ", ".join(writer.order for writer in self.writers)
+        with Progress(total=sum(writer.count for writer in self.writers), desc=f"PQ ({orders})", unit="img",
+                      disable=not self.progress) as bar:
+            return {
+                order_key(writer.order): pq_compute(self.gt_json, self.gt_dir, writer.json_path, writer.png_dir,
+                                                    workers=self.workers, progress=bar).to_dict()
+                for writer in self.writers
+            }
 
 
 class Collector:

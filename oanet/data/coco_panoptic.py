@@ -65,17 +65,35 @@ def segment_index_map(id_map: np.ndarray, segment_ids: np.ndarray, where: str = 
 def segment_boxes(index: np.ndarray, num_segments: int) -> np.ndarray:
     """Pixel extent of each segment of an index map as XYXY (x2, y2 exclusive), float64 (K, 4).
 
-    A segment without pixels gets zeros. Rows and columns hit by each segment are scattered into
-    K x H and K x W tables: one pass over the pixels.
+    A segment without pixels gets zeros. Computed from the horizontal runs of the map (a panoptic map
+    is long runs of one segment): one comparison pass over the pixels, then work per run, not per pixel.
     """
     height, width = index.shape
-    ys, xs = np.nonzero(index >= 0)
+    boxes = np.zeros((num_segments, 4), dtype=np.float64)
+    if not index.size or not num_segments:
+        return boxes
+    start = np.ones((height, width), dtype=bool)
+    start[:, 1:] = index[:, 1:] != index[:, :-1]
+    ys, xs = np.nonzero(start)
     labels = index[ys, xs]
-    rows = np.zeros((num_segments, height), dtype=bool)
-    cols = np.zeros((num_segments, width), dtype=bool)
-    rows[labels, ys] = True
-    cols[labels, xs] = True
-    return boxes_from_extents(rows, cols)
+    same_row = np.append(ys[1:] == ys[:-1], False)
+    ends = np.where(same_row, np.append(xs[1:], width), width)  # a run ends where the next one starts
+    keep = labels >= 0
+    ys, xs, ends, labels = ys[keep], xs[keep], ends[keep], labels[keep]
+    if not len(labels):
+        return boxes
+    x1 = np.full(num_segments, width)
+    y1 = np.full(num_segments, height)
+    x2 = np.zeros(num_segments, dtype=np.int64)
+    y2 = np.zeros(num_segments, dtype=np.int64)
+    np.minimum.at(x1, labels, xs)
+    np.minimum.at(y1, labels, ys)
+    np.maximum.at(x2, labels, ends)
+    np.maximum.at(y2, labels, ys + 1)
+    present = np.zeros(num_segments, dtype=bool)
+    present[labels] = True
+    boxes[present] = np.stack([x1, y1, x2, y2], axis=1)[present]
+    return boxes
 
 
 def boxes_from_extents(rows: np.ndarray, cols: np.ndarray) -> np.ndarray:

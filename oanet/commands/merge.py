@@ -77,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
                               f"the images JSON's categories are {inputs.label_space.thing_ids.tolist()[:8]}...")
     measures = None
     if args.gt_json:
-        from oanet.evaluation.occlusion import OrderMeasures
+        from oanet.evaluation.order_measures import OrderMeasures
 
         measures = OrderMeasures(args.gt_json, args.gt_dir, args.gt_instances, orders)
     summary = run_merge(inputs, out_dir, orders, ranker, settings, workers=args.workers or default_workers(),

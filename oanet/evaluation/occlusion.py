@@ -42,7 +42,7 @@ def pair_counts(codes_a: np.ndarray, codes_b: np.ndarray, na: int, nb: int) -> n
 def masks_vs_index(masks: np.ndarray, index: np.ndarray, num_segments: int) -> np.ndarray:
     """``N x K`` pixel counts of each mask on each segment of ``index`` (H x W, -1 = none)."""
     n = masks.shape[0]
-    inst, pixel = np.nonzero(masks.reshape(n, -1))
+    inst, pixel = np.nonzero(masks.reshape(n, index.size))
     return pair_counts(inst, index.reshape(-1)[pixel], n, num_segments)
 
 
@@ -63,10 +63,12 @@ def pairwise_agreement(masks: np.ndarray, match: np.ndarray, gt_index: np.ndarra
                        ranks: dict[str, np.ndarray]) -> tuple[int, dict[str, int]]:
     """``(pairs, {order: agreeing pairs})`` of one image (see the module doc)."""
     n = masks.shape[0]
-    flat = masks.reshape(n, -1)
-    shared = np.flatnonzero(flat.sum(0) >= 2)
     matched = match >= 0
-    if n < 2 or not shared.size or matched.sum() < 2:
+    if n < 2 or matched.sum() < 2:
+        return 0, {o: 0 for o in ranks}
+    flat = masks.reshape(n, gt_index.size)
+    shared = np.flatnonzero(flat.sum(0) >= 2)
+    if not shared.size:
         return 0, {o: 0 for o in ranks}
     a = flat[:, shared].astype(np.int32)
     own = (gt_index.reshape(-1)[shared][None, :] == match[:, None]) & matched[:, None]

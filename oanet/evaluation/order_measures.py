@@ -86,8 +86,9 @@ class OrderMeasures:
         if n == 0 or k == 0:
             return np.full(n, -1, dtype=np.int64)
         if amodal is not None:
-            inter = masks.reshape(n, -1).astype(np.float32) @ amodal.reshape(k, -1).T.astype(np.float32)
-            union = masks.reshape(n, -1).sum(1)[:, None] + amodal.reshape(k, -1).sum(1)[None, :] - inter
+            flat_pred, flat_gt = masks.reshape(n, gt_index.size), amodal.reshape(k, gt_index.size)
+            inter = flat_pred.astype(np.float32) @ flat_gt.T.astype(np.float32)
+            union = flat_pred.sum(1)[:, None] + flat_gt.sum(1)[None, :] - inter
             quality = np.where(union > 0, inter / np.maximum(union, 1), 0.0)
         else:
             visible = masks_vs_index(masks, gt_index, k)
@@ -110,7 +111,7 @@ class OrderMeasures:
         other_thing = masks_vs_index(full, gt_index, k)  # K x K pixels of amodal s on visible segment t
         other_thing = other_thing * thing[None, :]
         np.fill_diagonal(other_thing, 0)
-        area = full.reshape(k, -1).sum(1)
+        area = full.reshape(k, gt_index.size).sum(1)
         covered = np.where(area > 0, other_thing.sum(1) / np.maximum(area, 1), 0.0)
         return covered
 

@@ -23,6 +23,7 @@ from oanet.merge.merge import Instances, MergeSettings, fuse_selected, pasting_o
 from oanet.orders import order_dir
 from oanet.parallel import ordered_thread_map
 from oanet.progress import track
+from oanet.result import build_result, category_table
 
 
 @dataclass
@@ -30,16 +31,19 @@ class MergedImage:
     """One image's merge: per order ``(ids numpy, segments)``, and what the order measures need."""
 
     info: Any
-    fused: dict
+    fused: dict  # order -> (ids, segments) of the PanopticResult written
     masks: Any  # the pasted detections' masks (bool tensor N x H x W)
     labels: Any  # their category ids (numpy)
     ranks: dict  # order -> position of each detection in that order's pasting (numpy, 0 = on top)
 
 
-def merge_image(inputs: MergeInputs, info: Any, orders: Sequence[str], ranker: Any, settings: MergeSettings) -> MergedImage:
-    """Decode one image's inputs and merge it in each of ``orders``."""
+def merge_image(inputs: MergeInputs, info: Any, orders: Sequence[str], ranker: Any, settings: MergeSettings,
+                out_dir: Path) -> tuple[MergedImage, dict]:
+    """Decode one image's inputs, merge it in each of ``orders`` and write its PNGs (in a worker thread).
+    Returns the merge and each order's COCO annotation."""
     where = f"{inputs.instances_path}: image {info.id} ({info.file_name})"
-    rows = inputs.instances.get(info.id, [])
+    # Only what the threshold keeps is decoded: detectors write up to 100 results per image, most below it.
+    rows = [r for r in inputs.instances.get(info.id, []) if r["score"] >= settings.score_thresh]
     instances = Instances(decode_rles(rows, info, inputs.instances_path),
                           np.array([r["category_id"] for r in rows], dtype=np.int64),
                           np.array([r["score"] for r in rows], dtype=np.float64))
@@ -54,8 +58,14 @@ def merge_image(inputs: MergeInputs, info: Any, orders: Sequence[str], ranker: A
         position[pasting_order(det, o, ranking).cpu().numpy()] = np.arange(len(position))
         ranks[o] = position
     labels = inputs.label_space.thing_ids[det["labels"].cpu().numpy()]
-    return MergedImage(info, {o: (ids.cpu().numpy(), segs) for o, (ids, segs) in fused.items()}, det["masks"].cpu(),
-                       labels, ranks)
+    categories = category_table(inputs.label_space)
+    annotations, results = {}, {}
+    for o, (ids, segments) in fused.items():
+        result = build_result(ids.cpu().numpy(), segments, categories, o, info.id, info.file_name)
+        annotations[o] = result.to_coco()
+        result.save(order_dir(out_dir, o, orders) / "panoptic" / annotations[o]["file_name"])
+        results[o] = (result.panoptic, result.segments)
+    return MergedImage(info, results, det["masks"].cpu(), labels, ranks), annotations
 
 
 def run_merge(inputs: MergeInputs, out_dir: str | Path, orders: Sequence[str], ranker: Any, settings: MergeSettings,
@@ -72,17 +82,21 @@ def run_merge(inputs: MergeInputs, out_dir: str | Path, orders: Sequence[str], r
     counts = {o: {"things": 0, "stuff": 0} for o in orders}
 
     def work(info):
-        return merge_image(inputs, info, orders, ranker, settings)
+        return merge_image(inputs, info, orders, ranker, settings, out_dir)
 
     merged_images = ordered_thread_map(work, inputs.images, max(1, workers), name="oanet-merge")
-    for merged in track(merged_images, total=len(inputs.images), desc="merge", unit="img", disable=not progress):
-        for o in orders:
-            ids, segments = merged.fused[o]
-            writers[o].add(merged.info, ids, segments)
-            counts[o]["things"] += sum(1 for s in segments if s["isthing"])
-            counts[o]["stuff"] += sum(1 for s in segments if not s["isthing"])
-        if measure is not None:
-            measure(merged)
+    try:
+        for merged, annotations in track(merged_images, total=len(inputs.images), desc="merge", unit="img",
+                                         disable=not progress):
+            for o in orders:
+                writers[o].add_annotation(merged.info, annotations[o])
+                segments = merged.fused[o][1]
+                counts[o]["things"] += sum(1 for s in segments if s["isthing"])
+                counts[o]["stuff"] += sum(1 for s in segments if not s["isthing"])
+            if measure is not None:
+                measure(merged)
+    finally:
+        merged_images.close()  # an error here: let the threads finish before the interpreter exits
     seconds = time.perf_counter() - start
     outputs = {o: str(writers[o].close()) for o in orders}
     summary = {

@@ -96,7 +96,7 @@ class SpatialRanker:
         return {"format": FORMAT, "format_version": FORMAT_VERSION, "model": self.srm.state_dict(), "kernel": kernel,
                 "stride": self.srm.stride, "loss_weight": self.srm.loss_weight, "label_space": self.label_space.to_dict(),
                 "num_thing_classes": self.srm.num_classes, "short_side": self.short_side, "max_size": self.max_size,
-                **extra}
+                "config": {}, **extra}
 
     def save(self, path: str | Path, **extra: Any) -> Path:
         from oanet.model.checkpoint import atomic_save

@@ -8,7 +8,7 @@ over segments, to place their names.
 from __future__ import annotations
 
 import colorsys
-from typing import Iterable, Mapping, Sequence
+from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -104,14 +104,70 @@ def _label_text(seg: Mapping, categories: Mapping[int, Mapping], show_scores: bo
     return text
 
 
-def _draw_label(draw: ImageDraw.ImageDraw, xy: tuple[float, float], text: str, font, size: tuple[int, int]) -> None:
-    left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
-    w, h = right - left, bottom - top
-    # Centre the label on the centroid, kept inside the picture.
+# A segment smaller than this share of the picture gets no name: at 256 px the names of small
+# segments covered them and each other.
+MIN_LABEL_SHARE = 0.004
+
+
+def _label_box(xy: tuple[float, float], text_size: tuple[int, int], size: tuple[int, int]) -> tuple[int, int, int, int]:
+    """The label's background box ``(x0, y0, x1, y1)``, centred on ``xy`` and kept inside the picture."""
+    w, h = text_size
     x = int(min(max(xy[0] - w / 2, 0), max(size[0] - w - 2, 0)))
     y = int(min(max(xy[1] - h / 2, 0), max(size[1] - h - 2, 0)))
-    draw.rectangle((x - 1, y - 1, x + w + 1, y + h + 1), fill=(0, 0, 0))
-    draw.text((x - left, y - top), text, fill=(255, 255, 255), font=font)
+    return x - 1, y - 1, x + w + 1, y + h + 1
+
+
+def _overlaps(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> bool:
+    return a[0] <= b[2] and b[0] <= a[2] and a[1] <= b[3] and b[1] <= a[3]
+
+
+def place_labels(
+    panoptic_ids: np.ndarray,
+    segments: Sequence[Mapping],
+    texts: Mapping[int, str],
+    text_size: Callable[[str], tuple[int, int]],
+    min_label_area: int = 0,
+    min_share: float = MIN_LABEL_SHARE,
+) -> list[tuple[int, tuple[int, int, int, int]]]:
+    """``(segment id, label box)`` of the segments to name, largest segment first.
+
+    A segment is named when it covers at least ``min_share`` of the picture and ``min_label_area``
+    pixels, is larger than its own label, and its label, centred on its centroid, overlaps no label of a
+    larger segment; the others stay unnamed (their colours and outlines still show them).
+    """
+    ids = np.asarray(panoptic_ids)
+    height, width = ids.shape
+    unique, counts = np.unique(ids, return_counts=True)
+    area_of = dict(zip(unique.tolist(), counts.tolist()))
+    centroids = segment_centroids(ids, [int(seg["id"]) for seg in segments])
+    smallest = max(float(min_label_area), min_share * width * height)
+    placed: list[tuple[int, tuple[int, int, int, int]]] = []
+    for seg_id in sorted(centroids, key=lambda i: (-area_of[i], i)):
+        area = area_of[seg_id]
+        if area < smallest or seg_id not in texts:
+            continue
+        w, h = text_size(texts[seg_id])
+        box = _label_box(centroids[seg_id], (w, h), (width, height))
+        if (w + 2) * (h + 2) > area or any(_overlaps(box, other) for _, other in placed):
+            continue
+        placed.append((seg_id, box))
+    return placed
+
+
+def _draw_labels(picture: Image.Image, ids: np.ndarray, segments: Sequence[Mapping], categories: Mapping[int, Mapping],
+                 show_scores: bool, min_label_area: int) -> None:
+    draw = ImageDraw.Draw(picture)
+    font = default_font(label_font_size(*picture.size))
+
+    def text_size(text: str) -> tuple[int, int]:
+        left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+        return right - left, bottom - top
+
+    texts = {int(seg["id"]): _label_text(seg, categories, show_scores) for seg in segments}
+    for seg_id, (x0, y0, x1, y1) in place_labels(ids, segments, texts, text_size, min_label_area):
+        left, top, _, _ = draw.textbbox((0, 0), texts[seg_id], font=font)
+        draw.rectangle((x0, y0, x1, y1), fill=(0, 0, 0))
+        draw.text((x0 + 1 - left, y0 + 1 - top), texts[seg_id], fill=(255, 255, 255), font=font)
 
 
 def draw_panoptic(
@@ -128,8 +184,9 @@ def draw_panoptic(
     """The image with every segment coloured (blended by ``alpha``), outlined and named.
 
     ``panoptic_ids`` is the HxW segment-id map (0 = void), ``segments`` its segments_info entries
-    (``id``, ``category_id``, optionally ``isthing``/``score``/``area``), ``categories`` maps a COCO
-    category id to a dict with ``name`` and ``isthing``. Void pixels keep the image unchanged.
+    (``id``, ``category_id``, optionally ``isthing``/``score``), ``categories`` maps a COCO category id
+    to a dict with ``name`` and ``isthing``. Void pixels keep the image unchanged. Small segments, and
+    those whose name would cover a larger segment's, are left unnamed (:func:`place_labels`).
     """
     rgb = np.asarray(image.convert("RGB") if isinstance(image, Image.Image) else image)
     ids = np.asarray(panoptic_ids)
@@ -143,14 +200,7 @@ def draw_panoptic(
         blended[segment_boundaries(ids)] = OUTLINE_COLOR
     picture = Image.fromarray(np.clip(blended + 0.5, 0, 255).astype(np.uint8))
     if labels and segments:
-        draw = ImageDraw.Draw(picture)
-        font = default_font(label_font_size(*picture.size))
-        centroids = segment_centroids(ids, colors.keys())
-        for seg in segments:
-            seg_id = int(seg["id"])
-            if seg_id not in centroids or int(seg.get("area", min_label_area)) < min_label_area:
-                continue
-            _draw_label(draw, centroids[seg_id], _label_text(seg, categories, show_scores), font, picture.size)
+        _draw_labels(picture, ids, segments, categories, show_scores, min_label_area)
     return picture
 
 

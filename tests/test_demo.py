@@ -250,6 +250,23 @@ def test_report_from_hand_made_numbers(tmp_path):
     assert plot_losses([], tmp_path / "none.png") is None
 
 
+def test_loss_plot_legend_is_beside_the_curves():
+    import matplotlib.pyplot as plt
+
+    from oanet.experiments.demo import loss_figure
+
+    terms = ("rpn_cls", "rpn_bbox", "cls", "bbox", "mask", "seg", "srm")
+    metrics = [{"iteration": i, "loss": 8.0 / i, **{f"loss_{t}": 1.0 / i for t in terms}} for i in range(1, 41)]
+    fig = loss_figure(metrics)
+    fig.canvas.draw()
+    (ax,) = fig.axes
+    legend = ax.get_legend()
+    assert [t.get_text() for t in legend.get_texts()][0] == "total (Eq. 1)"
+    assert not legend.get_window_extent().overlaps(ax.get_window_extent())
+    assert legend.get_window_extent().x1 <= fig.bbox.x1  # inside the picture
+    plt.close(fig)
+
+
 @pytest.mark.slow
 def test_demo_with_a_time_budget_trains_the_planned_schedule(tmp_path, demo):
     """--minutes times a few iterations in a scratch folder, then trains the plan from the start."""

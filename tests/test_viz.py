@@ -118,3 +118,22 @@ def test_enlarge_repeats_pixels_and_titles_fit():
     assert same_ids.shape == (2, 2)
     narrow = viz.with_title(Image.new("RGB", (40, 10)), "a very long title that cannot fit")
     assert narrow.size == (40, 10 + viz.TITLE_HEIGHT)
+
+
+def test_labels_skip_small_segments_and_never_overlap():
+    """Largest segment first; a segment smaller than its label, below the area limits, or whose label
+    would overlap a larger segment's stays unnamed. Labels here are 40x10 px whatever the font."""
+    ids = np.zeros((100, 100), dtype=np.int32)
+    ids[10:50, 10:50] = 2  # 1600 px, centroid (29.5, 29.5)
+    ids[10:50, 50:70] = 3  # 800 px beside it: its label would overlap 2's
+    ids[80:85, 80:85] = 4  # 25 px: below 0.4 % of the picture
+    ids[60:90, 10:40] = 5  # 900 px, clear of the others
+    ids[95:97, :] = 6  # 200 px, but thinner than a label
+    segments = [{"id": i, "category_id": 1} for i in (2, 3, 4, 5, 6)]
+    texts = {i: "name" for i in (2, 3, 4, 5, 6)}
+    placed = viz.place_labels(ids, segments, texts, lambda text: (40, 10))
+    assert [seg_id for seg_id, _ in placed] == [2, 5]
+    assert dict(placed)[2] == (8, 23, 50, 35)  # centred on the centroid, 1 px of background around the text
+    assert [seg_id for seg_id, _ in viz.place_labels(ids, segments, texts, lambda text: (40, 10),
+                                                      min_label_area=1000)] == [2]
+    assert [seg_id for seg_id, _ in viz.place_labels(ids, segments, texts, lambda text: (8, 4))] == [2, 5, 3, 6]

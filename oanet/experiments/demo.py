@@ -96,8 +96,8 @@ def train_for(cfg: Config, minutes: Optional[float], log=print) -> tuple[Config,
 # report
 
 
-def plot_losses(metrics: Sequence[Mapping], path: Path) -> Optional[Path]:
-    """Total and per-term training losses against the iteration (log scale); None without metrics."""
+def loss_figure(metrics: Sequence[Mapping]):
+    """The figure of :func:`plot_losses` (None without metrics); matplotlib is imported here only."""
     rows = [m for m in metrics if "loss" in m]
     if not rows:
         return None
@@ -108,7 +108,7 @@ def plot_losses(metrics: Sequence[Mapping], path: Path) -> Optional[Path]:
 
     iterations = [m["iteration"] for m in rows]
     terms = sorted({k for m in rows for k in m if k.startswith("loss_")})
-    fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
+    fig, ax = plt.subplots(figsize=(8, 4), dpi=110)
     ax.plot(iterations, [m["loss"] for m in rows], color="black", linewidth=2, label="total (Eq. 1)")
     for term in terms:
         ax.plot(iterations, [m.get(term, float("nan")) for m in rows], linewidth=1, label=term[len("loss_"):])
@@ -117,9 +117,21 @@ def plot_losses(metrics: Sequence[Mapping], path: Path) -> Optional[Path]:
     if all(m["loss"] > 0 for m in rows):
         ax.set_yscale("log")
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=7, ncol=2)
+    # Beside the axes: inside, any corner covered the total loss at the start or the end of training.
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
     fig.tight_layout()
-    fig.savefig(path)
+    return fig
+
+
+def plot_losses(metrics: Sequence[Mapping], path: Path) -> Optional[Path]:
+    """Total and per-term training losses against the iteration (log scale), the legend beside the
+    plot; None without metrics."""
+    fig = loss_figure(metrics)
+    if fig is None:
+        return None
+    import matplotlib.pyplot as plt
+
+    fig.savefig(path, bbox_inches="tight")
     plt.close(fig)
     return path
 

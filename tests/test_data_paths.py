@@ -159,3 +159,24 @@ def test_a_missing_training_json_of_another_layout_says_where_to_point(tmp_path,
         "(data.train.panoptic_json) not found; download the dataset there (docs/training.md) or point "
         "data.train.* at yours (KEY=VALUE overrides)"
     )
+
+
+def test_a_missing_path_from_an_onnx_models_metadata_names_the_flags(tmp_path, monkeypatch):
+    """--onnx takes data.val from the metadata's config: the same check, naming the file."""
+    import argparse
+    import types
+
+    from oanet.commands.evaluate import split_from_args
+    from oanet.config import Config
+
+    cfg = Config()
+    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, val=_split("runs/data", "val")))
+    args = argparse.Namespace(checkpoint=None, onnx="m.onnx", data_json=None, data_png_dir=None, data_image_dir=None)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"^runs/data/annotations/panoptic_val\.json: panoptic JSON of the "
+                       r"evaluation split not found \(data\.val\.panoptic_json of m\.onnx\); pass --data-json \.\.\. "):
+        split_from_args(args, types.SimpleNamespace(cfg=cfg))
+    for path in ("runs/data/annotations/panoptic_val", "runs/data/images/val"):
+        (tmp_path / path).mkdir(parents=True)
+    (tmp_path / "runs/data/annotations/panoptic_val.json").write_text("{}")
+    assert split_from_args(args, types.SimpleNamespace(cfg=cfg)).image_dir == "runs/data/images/val"

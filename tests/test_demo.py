@@ -128,6 +128,16 @@ def test_evaluate_cli_on_a_subset(demo, tmp_path):
     for order in ("score_order", "srm_order"):
         assert_valid_panoptic_output(out / order / "panoptic.json", expected_images=2)
     assert len(json.loads((out / "gt_subset.json").read_text())["annotations"]) == 2
+    # The order measures, on the network's own detections: every non-crowd GT thing is in one level.
+    measures = json.loads((out / "order_measures.json").read_text())
+    assert measures["images"] == 2 and set(measures["pairwise_order_accuracy"]) == {"score", "srm"}
+    gt = json.loads((out / "gt_subset.json").read_text())
+    thing_ids = {c["id"] for c in gt["categories"] if c["isthing"]}
+    things = sum(1 for a in gt["annotations"] for s in a["segments_info"]
+                 if s["category_id"] in thing_ids and not s["iscrowd"])
+    for order in ("score", "srm"):
+        assert sum(r["tp"] + r["fn"] for r in measures["pq_th_by_occlusion"][order]) == things
+    assert "pairwise order acc." in proc.stdout and "PQ_th heavy" in proc.stdout
 
 
 @pytest.mark.slow

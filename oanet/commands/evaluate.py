@@ -87,5 +87,10 @@ def run(args) -> int:
         )
     if is_main_process():
         print(format_comparison(evaluation.results[order_key("score")], evaluation.results[order_key("srm")]))
+        if evaluation.order_measures is not None:
+            from oanet.evaluation.order_measures import format_order_measures
+            from oanet.orders import ORDER_TITLES, ORDERS
+
+            print(format_order_measures(evaluation.order_measures, ORDERS, ORDER_TITLES))
         print(f"wrote {out_dir / 'results.json'}")
     return 0

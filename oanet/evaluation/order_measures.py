@@ -128,8 +128,38 @@ class OrderMeasures:
         if has.any():
             np.add.at(counts.fp, level[on_things.argmax(1)[has]], 1)
 
+    def counts(self) -> dict:
+        """The accumulated counts as plain containers (to gather them from other processes)."""
+        return {"images": self.images, "pairs": self.pairs, "agree": dict(self.agree),
+                "levels": {o: [getattr(c, k).tolist() for k in ("tp", "fn", "fp", "iou")] for o, c in self.levels.items()}}
+
+    def add_counts(self, counts: dict) -> None:
+        """Add another process's :meth:`counts`."""
+        self.images += counts["images"]
+        self.pairs += counts["pairs"]
+        for o in self.orders:
+            self.agree[o] += counts["agree"][o]
+            for k, values in zip(("tp", "fn", "fp", "iou"), counts["levels"][o]):
+                getattr(self.levels[o], k)[:] += np.asarray(values)
+
     def summary(self) -> dict:
         """``{"pairs", "pairwise_order_accuracy": {order: %}, "pq_th_by_occlusion": {order: [rows]}}``."""
         accuracy = {o: (round(100.0 * self.agree[o] / self.pairs, 2) if self.pairs else None) for o in self.orders}
         return {"images": self.images, "pairs": self.pairs, "pairwise_order_accuracy": accuracy,
                 "pq_th_by_occlusion": {o: self.levels[o].table() for o in self.orders}}
+
+
+def format_order_measures(summary: dict, orders: Sequence[str], titles: Optional[dict] = None) -> str:
+    """The pairwise order accuracy and PQ_th per occlusion level, one column per order (22 + 26 wide)."""
+    titles = titles or {}
+    accuracy = summary["pairwise_order_accuracy"]
+    lines = [f"{'':22}" + "".join(f"{titles.get(o, o):>26}" for o in orders)]
+    lines.append(f"{'pairwise order acc. %':22}" + "".join(
+        f"{accuracy[o]:26.2f}" if accuracy[o] is not None else f"{'-':>26}" for o in orders)
+        + f"   ({summary['pairs']} overlapping pairs matched to GT)")
+    levels = summary["pq_th_by_occlusion"]
+    for k, row in enumerate(levels[orders[0]]):
+        cells = "".join(f"{levels[o][k]['pq_th']:26.2f}" if levels[o][k]["pq_th"] is not None else f"{'-':>26}"
+                        for o in orders)
+        lines.append(f"{'PQ_th ' + row['level']:22}{cells}   ({row['tp'] + row['fn']} GT instances)")
+    return "\n".join(lines)

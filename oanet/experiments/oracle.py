@@ -212,6 +212,8 @@ class OraclePredictor(BasePredictor):
             for output, image_id in zip(outputs, image_ids):
                 extra = {ORACLE: self._oracle_scores(output, image_id)} if ORACLE in orders else {}
                 fused.append(fuse(output, self.label_space, self.stuff_classes, self.fusion, orders, order_scores=extra))
+                if self.predictor.observer is not None:
+                    self.predictor.observer(image_id, output, fused[-1])
         return [{order: (ids.cpu().numpy(), segments) for order, (ids, segments) in per_image.items()}
                 for per_image in fused]
 

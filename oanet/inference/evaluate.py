@@ -11,6 +11,8 @@ Layout of ``out_dir``::
     srm_order/panoptic.json,   srm_order/panoptic/<image>.png
     results.json               {"score_order": <pq dict>, "srm_order": <pq dict>}
     order_differences.json     per image: share of pixels whose segment differs between the orders
+    order_measures.json        pairwise order accuracy and PQ_th by occlusion level per order (PyTorch
+                               models; :mod:`oanet.evaluation.occlusion`)
     gt_subset.json             the ground truth restricted to the evaluated images (with --max-images)
 """
 
@@ -112,6 +114,7 @@ class Evaluation:
     differences: dict = field(default_factory=dict)  # file name -> share of pixels the orders disagree on
     most_different: list = field(default_factory=list)  # (ImageItem, {order: PanopticResult}, difference)
     out_dir: Optional[Path] = None
+    order_measures: Optional[dict] = None  # OrderMeasures.summary(), where the model's detections were seen
 
 
 def evaluate(
@@ -126,6 +129,7 @@ def evaluate(
     keep_most_different: int = 0,
     progress: bool = True,
     orders: Sequence[str] = ORDERS,
+    order_measures: bool = True,
 ) -> Evaluation:
     """Run ``predictor`` over ``split``, fuse every image in both orders, score both with PQ.
 
@@ -134,7 +138,8 @@ def evaluate(
     those of one process. ``keep_most_different`` keeps that many images (pixels and results) where
     the orders differ most, for reports. ``orders`` may add orders a predictor provides besides the
     two (e.g. ``"oracle"`` of :class:`oanet.experiments.oracle.OraclePredictor`); each gets its folder
-    and its ``<order>_order`` entry in the results.
+    and its ``<order>_order`` entry in the results. ``order_measures``: also measure the score and SRM
+    orders on the detections themselves (``order_measures.json``; PyTorch predictors only).
     """
     from oanet.inference.loop import ImageFiles, current_ranks, run_inference
     from oanet.inference.sinks import OrderDifferences, PanopticJsonWriter, PanopticQuality
@@ -159,12 +164,35 @@ def evaluate(
     writers = [PanopticJsonWriter(out_dir / order_key(o), o, predictor.label_space) for o in orders]
     sinks = [*writers, OrderDifferences(out_dir / "order_differences.json", keep=keep_most_different),
              PanopticQuality(writers, evaluated_gt, gt_dir, workers=workers, progress=progress)]
+    observed = _observable(predictor) if order_measures else None
+    if observed is not None:
+        from oanet.evaluation.order_measures import OrderMeasures
+        from oanet.inference.measured import OrderMeasuresObserver, OrderMeasuresSink
+
+        measures = OrderMeasures(gt_json, gt_dir, split.instances_json, ORDERS)
+        observed.observer = OrderMeasuresObserver(measures, predictor.label_space)
+        sinks.append(OrderMeasuresSink(measures))
     mine = ranks.shard(len(files))
-    outcome = run_inference(predictor, files.items(mine, loader_threads), sinks, total=len(mine),
-                            batch_size=batch_size, orders=tuple(orders), progress=progress, desc="evaluate", ranks=ranks)
+    try:
+        outcome = run_inference(predictor, files.items(mine, loader_threads), sinks, total=len(mine),
+                                batch_size=batch_size, orders=tuple(orders), progress=progress, desc="evaluate",
+                                ranks=ranks)
+    finally:
+        if observed is not None:
+            observed.observer = None
     ranks.barrier()
     if not ranks.is_main:
         return Evaluation(results=None, out_dir=out_dir)
     write_json_atomic(out_dir / "results.json", outcome["pq"], indent=2)
+    measured = outcome.get("order_measures")
+    if measured is not None:
+        write_json_atomic(out_dir / "order_measures.json", measured, indent=2)
     differences = outcome["order_differences"]
-    return Evaluation(outcome["pq"], differences["differences"], differences["most_different"], out_dir)
+    return Evaluation(outcome["pq"], differences["differences"], differences["most_different"], out_dir, measured)
+
+
+def _observable(predictor: Any) -> Any:
+    """The PyTorch predictor whose ``observer`` sees the detections (itself, or the one a wrapper such as
+    the oracle predictor runs), or None (an ONNX model: its detections stay inside the runtime)."""
+    inner = getattr(predictor, "predictor", predictor)
+    return inner if hasattr(inner, "observer") else None

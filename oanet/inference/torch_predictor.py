@@ -46,6 +46,9 @@ class Predictor(BasePredictor):
             model = model.to(resolve_device(device))
         self.model = model.eval()
         self.cfg = cfg
+        # Called as observer(image_id, network output, {order: (ids, segments)}) for every image, e.g.
+        # by oanet.inference.measured to measure the orders on the detections themselves.
+        self.observer = None
         self.precision = check_precision(precision, self.device)
 
     @classmethod
@@ -79,7 +82,10 @@ class Predictor(BasePredictor):
         from oanet.model.fusion import fuse
 
         with torch.inference_mode():
-            fused = [fuse(output, self.label_space, self.stuff_classes, self.fusion, orders)
-                     for output in self.forward_arrays(rgbs)]
+            outputs = self.forward_arrays(rgbs)
+            fused = [fuse(output, self.label_space, self.stuff_classes, self.fusion, orders) for output in outputs]
+            if self.observer is not None:
+                for image_id, output, per_image in zip(image_ids, outputs, fused):
+                    self.observer(image_id, output, per_image)
         return [{order: (ids.cpu().numpy(), segments) for order, (ids, segments) in per_image.items()}
                 for per_image in fused]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
+from oanet.evaluation.order_measures import format_order_measures
 from oanet.orders import ORDER_TITLES
 
 
@@ -29,13 +30,4 @@ def print_merge_report(evaluation: dict, orders: Sequence[str], log=print) -> No
         for metric in ("pq", "sq", "rq"):
             label = f"{metric.upper()}_{part[:2].lower()}" if part != "All" else metric.upper()
             log(f"{label:22}" + "".join(f"{100 * evaluation['pq'][o][part][metric]:26.2f}" for o in orders))
-    accuracy = evaluation["pairwise_order_accuracy"]
-    log(f"{'pairwise order acc. %':22}" + "".join(
-        f"{accuracy[o]:26.2f}" if accuracy[o] is not None else f"{'-':>26}" for o in orders)
-        + f"   ({evaluation['pairs']} overlapping pairs matched to GT)")
-    levels = evaluation["pq_th_by_occlusion"]
-    for k, row in enumerate(levels[orders[0]]):
-        cells = "".join(f"{levels[o][k]['pq_th']:26.2f}" if levels[o][k]["pq_th"] is not None else f"{'-':>26}"
-                        for o in orders)
-        n = row["tp"] + row["fn"]
-        log(f"{'PQ_th ' + row['level']:22}{cells}   ({n} GT instances)")
+    log(format_order_measures(evaluation, orders, ORDER_TITLES).split("\n", 1)[1])

@@ -7,7 +7,7 @@ import importlib
 import sys
 
 # Command names; each is the module oanet.commands.<name> with "-" read as "_". Order is --help's order.
-COMMANDS = ("demo", "ablate", "synth", "train", "evaluate", "predict", "export", "pq", "check-data", "merge", "srm")
+COMMANDS = ("demo", "ablate", "synth", "train", "evaluate", "predict", "export", "pq", "convert", "check-data", "merge", "srm")
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict]:

@@ -38,11 +38,11 @@ def test_ranker_from_an_oanet_checkpoint_ranks_as_the_network_srm(tiny_checkpoin
     with torch.no_grad():
         probs = model.srm(occupancy_map(grid, labels, model.num_thing_classes)[None])[0].softmax(0)
     expected = ranking_scores(probs, grid, labels)
-    assert torch.equal(ranker.rank_channels(masks, labels), expected)
+    assert torch.allclose(ranker.rank_channels(masks, labels), expected, atol=1e-6)
     # The same through the public API, with COCO category ids and numpy in / numpy out.
     ids = ranker.label_space.thing_ids[labels.numpy()]
     scores = ranker.rank(masks.numpy(), ids)
-    assert isinstance(scores, np.ndarray) and np.array_equal(scores, expected.numpy())
+    assert isinstance(scores, np.ndarray) and np.allclose(scores, expected.numpy(), atol=1e-6)
 
 
 def test_ranker_scores_do_not_depend_on_the_photo_size(tiny_checkpoint):
@@ -207,3 +207,18 @@ def test_srm_train_bad_input_is_one_line(tmp_path, capsys):
     rc = main(train_argv(data, tmp_path / "srm.pth", "--predictions", str(bad)))
     err = capsys.readouterr().err.strip()
     assert rc == 2 and "stuff classes" in err and str(bad) in err
+
+
+@pytest.mark.parametrize("kernel", ["1x1", "3x3", "gcn7"])
+def test_the_srm_on_its_present_classes_equals_the_module(kernel):
+    from oanet.model.srm import SpatialRankingModule, present_channels_forward
+
+    torch.manual_seed(0)
+    srm = SpatialRankingModule(12, kernel)
+    masks = torch.rand(5, 20, 30) > 0.6
+    labels = torch.tensor([3, 3, 7, 11, 0])
+    occupancy = occupancy_map(masks, labels, 12)[None]
+    with torch.no_grad():
+        full = srm(occupancy)
+        sparse = present_channels_forward(srm, occupancy, torch.unique(labels))
+    assert full.shape == sparse.shape and torch.allclose(full, sparse, atol=1e-5)

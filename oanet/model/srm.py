@@ -79,6 +79,32 @@ class SpatialRankingModule(nn.Module):
         return self.loss_weight * masked_cross_entropy(logits, targets)
 
 
+def present_channels_forward(srm: SpatialRankingModule, occupancy: Tensor, channels: Tensor) -> Tensor:
+    """``srm(occupancy)`` computed from the occupancy's ``channels`` alone (the others must be all 0).
+
+    The module's layers are linear with no nonlinearity between them, so its composition is one
+    ``k x k`` convolution; built for the few classes present in an image (an image shows a handful of
+    the 80 COCO thing classes) it costs ``present / T`` of the full input for 1x1 and 3x3, and for the
+    factorised gcn7 (whose second layers see all T channels) about ``2 * present * 7 / (4 * T)``: 10x
+    less at 80 classes with 5 present. Equal to the module's forward up to float rounding; the plug-in
+    (:mod:`oanet.srm`) trains and ranks with it, OANet's network keeps its module.
+    """
+    weight, bias, padding = _composed_kernel(srm, channels)
+    return F.conv2d(occupancy[:, channels], weight, bias, padding=padding)
+
+
+def _composed_kernel(srm: SpatialRankingModule, channels: Tensor) -> tuple[Tensor, Tensor, int]:
+    """``(weight T x C x k x k, bias T, padding)`` of the SRM's conv, for input ``channels`` only."""
+    conv = srm.conv
+    if isinstance(conv, nn.Conv2d):
+        return conv.weight[:, channels], conv.bias, conv.padding[0]
+    (l1, l2), (r1, r2) = conv.left, conv.right
+    # left: (k x 1) then (1 x k); right: (1 x k) then (k x 1). K[t, c, i, j] = sum_m second[t, m, .] first[m, c, .]
+    left = torch.einsum("tmj,mci->tcij", l2.weight[:, :, 0, :], l1.weight[:, channels, :, 0])
+    right = torch.einsum("tmi,mcj->tcij", r2.weight[:, :, :, 0], r1.weight[:, channels, 0, :])
+    return left + right, l2.bias + r2.bias, l1.padding[0]
+
+
 def subsample(x: Tensor, stride: int) -> Tensor:
     """Nearest-neighbour downsampling of the last two dims, sampling the centre of each cell.
 

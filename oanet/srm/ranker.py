@@ -10,7 +10,9 @@ of ``short_side`` (long side at most ``max_size``). The ranker samples full-size
 grid: cell ``(i, j)`` takes the mask pixel under its centre, which for an image already at the network
 scale is exactly the pixel OANet's ``subsample`` takes. So a ranker loaded from an OANet checkpoint
 sees what the network's own SRM sees, and the ranking scores of Eq. 3 come from the same functions
-(:func:`~oanet.model.srm.occupancy_map`, :func:`~oanet.model.srm.ranking_scores`).
+(:func:`~oanet.model.srm.occupancy_map`, :func:`~oanet.model.srm.ranking_scores`). The SRM itself runs
+on the classes present only (:func:`~oanet.model.srm.present_channels_forward`, the same linear map, a
+handful of input channels instead of 80): equal to the network's scores up to float rounding.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from torch import Tensor
 from oanet.data.labels import LabelSpace
 from oanet.errors import ConfigError, DataError
 from oanet.model.autocast import full_precision
-from oanet.model.srm import SpatialRankingModule, occupancy_map, ranking_scores
+from oanet.model.srm import SpatialRankingModule, occupancy_map, present_channels_forward, ranking_scores
 
 FORMAT = "oanet-srm"
 FORMAT_VERSION = 1
@@ -143,7 +145,8 @@ class SpatialRanker:
             return torch.zeros(0, dtype=torch.float32, device=masks.device)
         binary, soft = sample_to_grid(masks, self.grid(height, width))
         occupancy = occupancy_map(binary, channels, self.srm.num_classes)
-        probs = full_precision(self.srm(occupancy[None]))[0].softmax(0)
+        logits = present_channels_forward(self.srm, occupancy[None], torch.unique(channels))
+        probs = full_precision(logits)[0].softmax(0)
         return ranking_scores(probs, binary, channels, soft_masks=soft)
 
     def __repr__(self) -> str:

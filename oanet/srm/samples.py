@@ -21,7 +21,6 @@ from typing import Any, Optional
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from oanet.data.labels import IGNORE
@@ -37,6 +36,7 @@ class Perturbation:
     erode_prob: float = 0.2
     spill_prob: float = 0.5
     spill: float = 0.15  # how far a spill reaches, of the instance's size
+    spill_max_cells: int = 8
     drop_prob: float = 0.05
 
 
@@ -105,8 +105,17 @@ class AnnotationSamples:
         return sample_cells(masks, grid).astype(bool), labels
 
 
-def _dilate(masks: Tensor, cells: int) -> Tensor:
-    return F.max_pool2d(masks[:, None].float(), 2 * cells + 1, stride=1, padding=cells)[:, 0] > 0
+def _dilate(masks: Tensor, cells: int = 1) -> Tensor:
+    """Grown by ``cells`` in every direction (a square), as ORs of shifted bool views: a byte per cell,
+    several times faster than a float max-pool."""
+    for _ in range(cells):
+        rows = masks.clone()
+        rows[:, 1:] |= masks[:, :-1]
+        rows[:, :-1] |= masks[:, 1:]
+        masks = rows.clone()
+        masks[:, :, 1:] |= rows[:, :, :-1]
+        masks[:, :, :-1] |= rows[:, :, 1:]
+    return masks
 
 
 def _erode(masks: Tensor, cells: int) -> Tensor:
@@ -136,10 +145,11 @@ def perturb(masks: Tensor, cfg: Perturbation, generator: torch.Generator) -> tup
     if cfg.spill_prob > 0 and n > 1:
         # Grow into the other instances this one touches: the shared cells a detector's mask takes.
         others = (masks.sum(0, keepdim=True) - masks.to(torch.int32)) > 0
-        cells = (cfg.spill * masks.flatten(1).sum(1).float().sqrt()).round().long().clamp(min=1)
-        grown = torch.stack([_dilate(masks, c) for c in range(1, int(cells.max()) + 1)])  # by each reach
-        reach = grown[cells - 1, torch.arange(n)] & others
-        out = torch.where(draw(cfg.spill_prob)[:, None, None], out | reach, out)
+        cells = (cfg.spill * masks.flatten(1).sum(1).float().sqrt()).round().long().clamp(1, cfg.spill_max_cells)
+        grown = masks
+        for step in range(1, int(cells.max()) + 1):  # one cell at a time; each instance stops at its reach
+            grown = torch.where((cells >= step)[:, None, None], _dilate(grown, 1), grown)
+        out = torch.where(draw(cfg.spill_prob)[:, None, None], out | (grown & others), out)
     out = torch.where(draw(cfg.dilate_prob)[:, None, None], _dilate(out, 1), out)
     out = torch.where(draw(cfg.erode_prob)[:, None, None] & (out.flatten(1).sum(1) > 16)[:, None, None],
                       _erode(out, 1), out)

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from oanet.data.labels import IGNORE
 from oanet.errors import ConfigError
-from oanet.model.srm import SRM_KERNELS, SpatialRankingModule, occupancy_map
+from oanet.model.srm import SRM_KERNELS, SpatialRankingModule, occupancy_map, present_channels_forward
 from oanet.progress import Progress
 from oanet.srm.ranker import SpatialRanker
 from oanet.srm.samples import AnnotationSamples, Perturbation, overlap_targets, perturb
@@ -95,7 +95,7 @@ def batch_loss(srm: SpatialRankingModule, samples: list, cfg: SRMTrainConfig, ge
             continue
         rows, cols = window
         occupancy = occupancy_map(masks[:, rows, cols], labels, srm.num_classes)
-        logits = srm(occupancy[None])[0]
+        logits = present_channels_forward(srm, occupancy[None], torch.unique(labels))[0]
         crop = target[rows, cols]
         loss = F.cross_entropy(logits[None], crop[None], ignore_index=IGNORE, reduction="sum")
         total = loss if total is None else total + loss

@@ -135,7 +135,7 @@ def test_srm_order_pastes_by_ranking_where_score_order_does_not():
     person[5:30, 10:30] = True
     car[10:35, 20:50] = True  # overlaps the person on rows 10-29, cols 20-29
     instances = Instances(np.stack([car, person]), [2, 1], [0.9, 0.8])  # the car scores higher
-    semantic = np.full((h, w), 0)  # stuff index 0 = sky everywhere
+    semantic = np.full((h, w), 10)  # sky everywhere
     ranker = two_class_ranker(front=1, back=2)
     fused = merge_panoptic(instances, semantic, order="both", ranker=ranker,
                            settings=__import__("oanet.merge", fromlist=["MergeSettings"]).MergeSettings(0.5, 0.9, 0))
@@ -150,7 +150,7 @@ def test_srm_order_pastes_by_ranking_where_score_order_does_not():
 
 def test_python_api_equals_the_command(tmp_path):
     from oanet.merge import Instances, MergeSettings, merge_panoptic
-    from oanet.merge.inputs import decode_rles, read_inputs, semantic_labels
+    from oanet.merge.inputs import decode_rles, read_inputs
 
     paths = write_inputs(tmp_path / "in", 5, n_images=3)
     assert main(["merge", "--instances", str(paths["inst"]), "--semantic", str(paths["sem_dir"]), "--images-json",
@@ -159,8 +159,10 @@ def test_python_api_equals_the_command(tmp_path):
     for info in inputs.images:
         rows = inputs.instances.get(info.id, [])
         inst = Instances(decode_rles(rows, info, "x"), [r["category_id"] for r in rows], [r["score"] for r in rows])
-        ids, segments = merge_panoptic(inst, semantic_labels(inputs, info), label_space=inputs.label_space,
-                                       settings=MergeSettings())
+        from PIL import Image
+
+        semantic = np.asarray(Image.open(paths["sem_dir"] / info.file_name.replace(".jpg", ".png")))
+        ids, segments = merge_panoptic(inst, semantic, label_space=inputs.label_space, settings=MergeSettings())
         written = read_id_png(tmp_path / "out" / "panoptic" / info.file_name.replace(".jpg", ".png"))
         assert np.array_equal(written, ids.numpy())
         assert len([s for s in segments if s["area"] > 0]) == len(
@@ -281,3 +283,15 @@ def test_pairwise_agreement_counts_only_decided_pairs():
     masks[0, :, 7] = True  # now segment 1 owns 3 columns of the overlap: detection 1 is in front
     pairs, agree = pairwise_agreement(masks, match, gt, {"front0": np.array([0, 1, 2]), "front1": np.array([1, 0, 2])})
     assert pairs == 1 and agree == {"front0": 0, "front1": 1}
+
+
+def test_semantic_results_named_by_file_as_detectron2_writes_them(tmp_path):
+    paths = write_inputs(tmp_path / "in", 11, n_images=3)
+    images = {i["id"]: i["file_name"] for i in json.loads(paths["images"].read_text())["images"]}
+    by_file = [{"file_name": f"/data/coco/val2017/{images[r['image_id']]}", "category_id": r["category_id"],
+                "segmentation": r["segmentation"]} for r in json.loads(paths["sem_json"].read_text())]
+    (tmp_path / "d2.json").write_text(json.dumps(by_file))
+    for name, semantic in (("ids", paths["sem_json"]), ("files", tmp_path / "d2.json")):
+        assert main(merge_argv(paths, tmp_path / name, **{"--semantic": semantic})) == 0
+    assert segments_by_pixels(tmp_path / "ids" / "panoptic.json", tmp_path / "ids" / "panoptic") == \
+        segments_by_pixels(tmp_path / "files" / "panoptic.json", tmp_path / "files" / "panoptic")

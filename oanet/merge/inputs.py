@@ -5,7 +5,8 @@
 - the instances (``RESULTS.json``: COCO instance results, ``image_id``, ``category_id``, ``score``, RLE
   ``segmentation``), grouped per image in file order (the order panopticapi breaks score ties in);
 - the semantic prediction: a folder of label PNGs (one per image, pixel = category id) or COCO-stuff
-  results (a JSON list of ``image_id``, ``category_id``, RLE ``segmentation``).
+  results (a JSON list of ``image_id``, ``category_id``, RLE ``segmentation``; ``file_name`` instead of
+  ``image_id`` as detectron2's SemSegEvaluator writes them).
 No torch here.
 """
 
@@ -112,9 +113,13 @@ def group_semantic_results(results: Any, path: str, images: dict, label_space: L
     if not isinstance(results, list):
         raise DataError(f"{path}: semantic results must be a JSON list of image_id, category_id, segmentation")
     grouped: dict[Any, list[dict]] = defaultdict(list)
+    by_stem = {Path(info.file_name).stem: image_id for image_id, info in images.items()}
     for k, r in enumerate(results):
+        if isinstance(r, dict) and "image_id" not in r and "file_name" in r:
+            # detectron2's SemSegEvaluator names the image by its file; the images JSON gives its id.
+            r = dict(r, image_id=by_stem.get(Path(str(r["file_name"])).stem, r["file_name"]))
         if not isinstance(r, dict) or not {"image_id", "category_id", "segmentation"} <= set(r):
-            raise DataError(f"{path}: entry {k} needs image_id, category_id and segmentation")
+            raise DataError(f"{path}: entry {k} needs image_id (or file_name), category_id and segmentation")
         if r["image_id"] not in images:
             raise DataError(f"{path}: entry {k} is for image id {r['image_id']!r}, which the images JSON does not list")
         if label_space.stuff_index([r["category_id"]], f"{path}: entry {k} (image {r['image_id']})")[0] >= 0:
@@ -156,13 +161,8 @@ def semantic_labels(inputs: MergeInputs, info: ImageInfo) -> np.ndarray:
     """``H x W`` int64 stuff index of each pixel, -1 where no stuff class is predicted (void or a thing)."""
     space = inputs.label_space
     if inputs.semantic_dir is not None:
-        ids = read_label_png(inputs.semantic_dir / Path(info.file_name).with_suffix(".png").name, info)
-        values, inverse = np.unique(ids, return_inverse=True)
-        declared = ~np.isin(values, SEMANTIC_VOID)
-        lookup = np.full(len(values), -1, dtype=np.int64)
-        if declared.any():
-            lookup[declared] = space.stuff_index(values[declared], str(inputs.semantic_dir / info.file_name))
-        return lookup[inverse].reshape(ids.shape)
+        path = inputs.semantic_dir / Path(info.file_name).with_suffix(".png").name
+        return stuff_indices(space, read_label_png(path, info), str(path))
     rows = inputs.semantic_results.get(info.id, [])
     labels = np.full((info.height, info.width), -1, dtype=np.int64)
     masks = decode_rles(rows, info, inputs.semantic_path)
@@ -171,6 +171,17 @@ def semantic_labels(inputs: MergeInputs, info: ImageInfo) -> np.ndarray:
     for mask, r in zip(masks[::-1], rows[::-1]):
         labels[mask.astype(bool)] = space.stuff_index([r["category_id"]])[0]
     return labels
+
+
+def stuff_indices(label_space: LabelSpace, category_ids: np.ndarray, where: str = "") -> np.ndarray:
+    """An ``H x W`` map of category ids as stuff indices of ``label_space``: -1 for void (0, 255) and
+    thing ids (the instances own things); an id the label space does not know is a DataError."""
+    values, inverse = np.unique(np.asarray(category_ids, dtype=np.int64), return_inverse=True)
+    declared = ~np.isin(values, SEMANTIC_VOID)
+    lookup = np.full(len(values), -1, dtype=np.int64)
+    if declared.any():
+        lookup[declared] = label_space.stuff_index(values[declared], where)
+    return lookup[inverse].reshape(np.shape(category_ids))
 
 
 def read_label_png(path: Path, info: ImageInfo) -> np.ndarray:

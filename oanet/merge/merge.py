@@ -27,6 +27,7 @@ from torch import Tensor
 from oanet.config import FusionConfig
 from oanet.data.labels import LabelSpace
 from oanet.errors import ConfigError, DataError
+from oanet.merge.inputs import stuff_indices
 from oanet.model.fusion import panoptic_fusion, paste_order
 from oanet.orders import ORDERS
 
@@ -100,8 +101,9 @@ def merge_panoptic(instances: Instances | dict, semantic: Any, *, order: str = "
                    where: str = "") -> Any:
     """Merge one image: ``(ids H x W int32 tensor, segments)``, or ``{order: (ids, segments)}`` for ``order="both"``.
 
-    ``instances``: an :class:`Instances` (or a dict with its fields); ``semantic``: ``H x W`` stuff
-    indices of ``label_space`` with -1 for void (see :func:`oanet.merge.inputs.semantic_labels`);
+    ``instances``: an :class:`Instances` (or a dict with its fields); ``semantic``: the ``H x W`` map
+    of category ids of a semantic model (0 and 255 are void; thing ids are ignored: instances own
+    things);
     ``ranker``: the :class:`~oanet.srm.SpatialRanker` for ``"srm"`` (its label space is used when
     ``label_space`` is None). Segments carry ``id``, ``category_id``, ``isthing``, ``score``,
     ``ranking_score`` (the SRM's, or None) and ``area``.
@@ -120,13 +122,16 @@ def merge_panoptic(instances: Instances | dict, semantic: Any, *, order: str = "
     device = ranker.device if ranker is not None else "cpu"
     det = selected_detections(instances, label_space, settings.score_thresh, device, where)
     ranking = ranker.rank_channels(det["masks"], det["labels"]) if ranker is not None and "srm" in orders else None
+    semantic = stuff_indices(label_space, semantic.cpu().numpy() if isinstance(semantic, Tensor) else semantic,
+                             where or "semantic")
     fused = fuse_selected(det, semantic, orders, ranking, label_space, settings, where)
     return fused if order == "both" else fused[order]
 
 
 def fuse_selected(det: dict[str, Tensor], semantic: Any, orders: Sequence[str], ranking: Optional[Tensor],
                   label_space: LabelSpace, settings: MergeSettings, where: str = "") -> dict:
-    """``{order: (ids, segments)}`` of the detections :func:`selected_detections` chose."""
+    """``{order: (ids, segments)}`` of the detections :func:`selected_detections` chose; ``semantic``
+    is ``H x W`` stuff indices of ``label_space``, -1 for void (:func:`oanet.merge.inputs.stuff_indices`)."""
     sem = _as_tensor(semantic, torch.long, det["masks"].device)
     if tuple(sem.shape) != tuple(det["masks"].shape[-2:]):
         raise DataError(f"{where or 'semantic'}: semantic map is {tuple(sem.shape)}, masks are {tuple(det['masks'].shape[-2:])}")

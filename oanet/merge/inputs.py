@@ -164,13 +164,15 @@ def semantic_labels(inputs: MergeInputs, info: ImageInfo) -> np.ndarray:
         path = inputs.semantic_dir / Path(info.file_name).with_suffix(".png").name
         return stuff_indices(space, read_label_png(path, info), str(path))
     rows = inputs.semantic_results.get(info.id, [])
-    labels = np.full((info.height, info.width), -1, dtype=np.int64)
+    if not rows:
+        return np.full((info.height, info.width), -1, dtype=np.int64)
     masks = decode_rles(rows, info, inputs.semantic_path)
-    # panopticapi pastes stuff in file order over what is left: the first listed of two overlapping
-    # masks keeps the overlap, so paint in reverse order.
-    for mask, r in zip(masks[::-1], rows[::-1]):
-        labels[mask.astype(bool)] = space.stuff_index([r["category_id"]])[0]
-    return labels
+    stuff = np.append(space.stuff_index([r["category_id"] for r in rows]), -1)
+    # panopticapi pastes stuff in file order over what is left: of two overlapping masks the first
+    # listed keeps the overlap, which is what argmax (first maximum) picks; K marks "no mask".
+    masks = masks.transpose(0, 2, 1)  # K x W x H: the decoder's own (Fortran) memory order, contiguous
+    first = np.where(masks.any(0), masks.argmax(0), len(rows)).T
+    return stuff[first]
 
 
 def stuff_indices(label_space: LabelSpace, category_ids: np.ndarray, where: str = "") -> np.ndarray:

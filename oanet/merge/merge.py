@@ -90,9 +90,12 @@ def selected_detections(instances: Instances, label_space: LabelSpace, score_thr
     if (thing < 0).any():
         raise DataError(f"{where or 'instances'}: stuff category id(s) {sorted(set(category_ids[keep][thing < 0].tolist()))} "
                         "among the instances")
-    mask_t = _as_tensor(masks, device=device)
-    mask_t = mask_t[torch.from_numpy(keep).to(mask_t.device)] if len(keep) < len(scores) else mask_t
-    return {"masks": mask_t != 0, "labels": torch.from_numpy(thing).to(device),
+    if isinstance(masks, Tensor):
+        binary = (masks[torch.from_numpy(keep).to(masks.device)] if len(keep) < len(scores) else masks) != 0
+    else:
+        # One pass over a decoder's (possibly strided) output into a C-ordered bool array; no copy first.
+        binary = torch.from_numpy((masks[keep] if len(keep) < len(scores) else masks) != 0)
+    return {"masks": binary.to(device), "labels": torch.from_numpy(thing).to(device),
             "scores": torch.from_numpy(scores[keep]).to(device)}
 
 

@@ -17,6 +17,7 @@ import numpy as np
 from oanet.config import FusionConfig, check_score_thresh
 from oanet.data.images import as_rgb, describe
 from oanet.errors import ConfigError, DataError
+from oanet.fusion_grid import FUSION_PIXELS
 from oanet.orders import check_order, orders_of
 from oanet.result import PanopticResult, build_result, category_table
 
@@ -48,10 +49,13 @@ class BasePredictor:
     ``"score"`` (by detection score, the heuristic) or ``"both"`` (a dict of the two results, from one
     forward pass). ``score_thresh`` (default: the model's ``fusion.score_thresh``) is the detection
     score from which an instance is ranked by the SRM and pasted; it lives in this one place.
+    ``fusion_pixels`` is the budget of the grid a larger image is fused on (:mod:`oanet.fusion_grid`;
+    None: fuse at every pixel, in memory that grows with the image).
     """
 
     def __init__(self, label_space: Any, fusion: FusionConfig, stuff_classes: str, min_size: int, max_size: int,
-                 order: str = "srm", score_thresh: Optional[float] = None) -> None:
+                 order: str = "srm", score_thresh: Optional[float] = None,
+                 fusion_pixels: Optional[int] = FUSION_PIXELS) -> None:
         self.label_space = label_space
         self.categories = category_table(label_space)
         self.stuff_classes = stuff_classes
@@ -59,6 +63,9 @@ class BasePredictor:
         score_thresh = check_score_thresh(score_thresh)
         self.fusion = fusion if score_thresh is None else dataclasses.replace(fusion, score_thresh=score_thresh)
         self.min_size, self.max_size = int(min_size), int(max_size)
+        if fusion_pixels is not None and int(fusion_pixels) < 1:
+            raise ConfigError(f"fusion_pixels must be >= 1 or None, got {fusion_pixels}")
+        self.fusion_pixels = None if fusion_pixels is None else int(fusion_pixels)
 
     @property
     def score_thresh(self) -> float:

@@ -171,6 +171,18 @@ def panoptic_fusion(
     and ``min_stuff_area`` (pixels, instead of ``cfg``'s scaled limit) give panopticapi's rules
     (:mod:`oanet.merge`).
     """
+    ids, segments, _ = fusion_parts(masks, labels, det_scores, order_scores, sem_seg_labels, label_space,
+                                    stuff_classes, cfg, ranking_scores=ranking_scores, mask_thresh=mask_thresh,
+                                    per_class=per_class, max_covered=max_covered, min_stuff_area=min_stuff_area)
+    return ids, segments
+
+
+def fusion_parts(masks: Tensor, labels: Tensor, det_scores: Tensor, order_scores: Tensor, sem_seg_labels: Tensor,
+                 label_space: Any, stuff_classes: str, cfg: FusionConfig, *, ranking_scores: Optional[Tensor] = None,
+                 mask_thresh: float = 0.5, per_class: bool = True, max_covered: Optional[float] = None,
+                 min_stuff_area: Optional[float] = None) -> tuple[Tensor, list[dict], Tensor]:
+    """:func:`panoptic_fusion`, also returning which instance (index into ``masks``) each thing segment
+    is, in segment order (the grid fusion decides the pixels of a large image with it)."""
     thing_ids, stuff_ids = category_ids(label_space)
     order = paste_order(labels, det_scores, order_scores, per_class)
     binary = masks[order] if masks.dtype == torch.bool else masks[order] > mask_thresh
@@ -187,7 +199,7 @@ def panoptic_fusion(
         min_stuff_area = cfg.min_stuff_area(*sem_seg_labels.shape[-2:])
     ids, stuff_rows = _fill_stuff(ids, owner, sem_seg_labels, len(thing_ids), len(stuff_ids), len(things) + 1,
                                   stuff_classes, min_stuff_area)
-    return ids.to(torch.int32), fused_segments(things, stuff_rows, thing_ids, stuff_ids)
+    return ids.to(torch.int32), fused_segments(things, stuff_rows, thing_ids, stuff_ids), order[kept]
 
 
 def _fill_stuff(ids: Tensor, owner: Tensor, sem_seg_labels: Tensor, num_thing: int, num_stuff: int, first_id: int,

@@ -11,12 +11,12 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
 from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
-from torchvision.models.detection.roi_heads import RoIHeads
+from torchvision.models.detection.roi_heads import RoIHeads, maskrcnn_inference
+from torchvision.models.detection.transform import resize_boxes
 from torchvision.models.detection.rpn import RegionProposalNetwork, RPNHead
 
 from oanet.config import ModelConfig, RoIHeadsConfig, RPNConfig
@@ -33,6 +33,7 @@ from oanet.model.srm import (
 )
 from oanet.data.labels import num_channels
 from oanet.model.stuff_head import StuffHead
+from oanet.model.stuff_labels import feature_coordinates, resample_to_original, stuff_labels  # noqa: F401 (re-exported)
 from oanet.model.transform import PanopticTransform
 
 LOSS_KEYS = ("rpn_cls", "rpn_bbox", "cls", "bbox", "mask", "seg", "srm")
@@ -91,67 +92,6 @@ def build_roi_heads(cfg: RoIHeadsConfig, in_channels: int, num_thing_classes: in
         mask_head=mask_head,
         mask_predictor=mask_predictor,
     )
-
-
-def feature_coordinates(
-    image_size: tuple[int, int], original_size: tuple[int, int], stride: int, like: Tensor
-) -> tuple[Tensor, Tensor]:
-    """Where each original pixel centre falls on a stride-``stride`` feature map of the resized image
-    ``image_size``: ``(fy (H), fx (W))`` in feature cells, on ``like``'s device and dtype."""
-    (h, w), (oh, ow) = image_size, original_size
-    fy = (torch.arange(oh, device=like.device, dtype=like.dtype) + 0.5) * (h / oh) / stride
-    fx = (torch.arange(ow, device=like.device, dtype=like.dtype) + 0.5) * (w / ow) / stride
-    return fy, fx
-
-
-def resample_to_original(
-    logits: Tensor, image_size: tuple[int, int], original_size: tuple[int, int], stride: int
-) -> Tensor:
-    """Bilinearly map ``C x h' x w'`` stride-``stride`` logits of a padded batch to the original image.
-
-    One grid_sample straight to ``original_size`` (instead of upsampling to the padded input, cropping
-    and resizing again) keeps the peak memory at ``C x H x W`` of the original image. ``image_size``
-    is the resized, unpadded image inside the padded batch.
-    """
-    logits = full_precision(logits)  # pixel coordinates need float32 (bfloat16: 8 significant bits)
-    oh, ow = original_size
-    fh, fw = logits.shape[-2:]
-    fy, fx = feature_coordinates(image_size, original_size, stride, logits)
-    gy = (2 * fy / fh - 1)[:, None].expand(oh, ow)
-    gx = (2 * fx / fw - 1)[None, :].expand(oh, ow)
-    grid = torch.stack((gx, gy), dim=-1)[None]
-    return F.grid_sample(logits[None], grid, mode="bilinear", padding_mode="border", align_corners=False)[0]
-
-
-def stuff_labels(
-    logits: Tensor, image_size: tuple[int, int], original_size: tuple[int, int], stride: int
-) -> Tensor:
-    """``argmax`` over classes of :func:`resample_to_original` (``HxW`` int64), without resampling every class
-    at every pixel.
-
-    Bilinear interpolation is a convex combination of the four neighbouring feature cells, so where
-    the four agree on their argmax class ``c``, every interpolated ``logit_c - logit_k`` is a convex
-    combination of positive numbers: ``c`` wins there too. Only pixels whose neighbours disagree (class
-    boundaries, a small share of the image) are resampled over all ``C`` channels, by the same
-    ``grid_sample`` call as :func:`resample_to_original` (which computes each output pixel on its own),
-    so the labels are those of the full-resolution argmax, up to float rounding at exact ties.
-    """
-    logits = full_precision(logits)
-    fh, fw = logits.shape[-2:]
-    fy, fx = feature_coordinates(image_size, original_size, stride, logits)
-    # grid_sample (align_corners=False, border padding) samples input coordinate f - 0.5, clamped.
-    y0 = (fy - 0.5).clamp(0, fh - 1).floor().long()
-    x0 = (fx - 0.5).clamp(0, fw - 1).floor().long()
-    y1, x1 = (y0 + 1).clamp(max=fh - 1), (x0 + 1).clamp(max=fw - 1)
-    coarse = logits.argmax(0)
-    labels = coarse[y0][:, x0]
-    agree = (labels == coarse[y0][:, x1]) & (labels == coarse[y1][:, x0]) & (labels == coarse[y1][:, x1])
-    ys, xs = (~agree).nonzero(as_tuple=True)
-    if ys.numel():
-        grid = torch.stack((2 * fx[xs] / fw - 1, 2 * fy[ys] / fh - 1), dim=-1)[None, None]
-        values = F.grid_sample(logits[None], grid, mode="bilinear", padding_mode="border", align_corners=False)
-        labels[ys, xs] = values[0, :, 0].argmax(0)
-    return labels
 
 
 class OANet(nn.Module):
@@ -235,7 +175,8 @@ class OANet(nn.Module):
 
     # ------------------------------------------------------------------------------------------
     def forward(
-        self, images: list[Tensor], targets: Optional[list[dict]] = None, *, score_thresh: Optional[float] = None
+        self, images: list[Tensor], targets: Optional[list[dict]] = None, *, score_thresh: Optional[float] = None,
+        full_size: bool = True,
     ):
         """Training: ``(images, targets) -> losses``. Inference: ``images -> [dict per image]``.
 
@@ -243,13 +184,18 @@ class OANet(nn.Module):
         which a detection is *selected*: ranked by the SRM and pasted by fusion. It is an argument
         here, and fusion reads the outcome (``selected``) from the output, so the two can never
         disagree about which detections take part.
+
+        ``full_size=False`` (inference) returns nothing at the original size: the selected detections'
+        RoI masks (``mask_probs``, ``N x M x M``, zero for the others: the mask head runs on the
+        selected ones only) and the stuff logits, for :func:`oanet.model.grid_fusion.fuse_grid`, instead
+        of ``masks`` and ``sem_seg_labels`` at the original size (docs/design.md).
         """
         if self.training:
             if targets is None:
                 raise ValueError("OANet in training mode needs targets")
             return self._forward_train(images, targets)
         thresh = self.score_thresh if score_thresh is None else float(score_thresh)
-        return self._forward_inference(images, thresh)
+        return self._forward_inference(images, thresh, full_size)
 
     def _check_and_offset_targets(self, targets: list[dict]) -> list[dict]:
         required = ["boxes", "labels", "masks", "sem_seg"] + (["srm"] if self.srm is not None else [])
@@ -293,12 +239,16 @@ class OANet(nn.Module):
         return {k: losses[k] for k in LOSS_KEYS}
 
     @torch.no_grad()
-    def _forward_inference(self, images: list[Tensor], score_thresh: float) -> list[dict[str, Tensor]]:
+    def _forward_inference(self, images: list[Tensor], score_thresh: float, full_size: bool) -> list[dict]:
         original_sizes = [(int(img.shape[-2]), int(img.shape[-1])) for img in images]
         image_list, _ = self.transform(images)
         instance_features, stuff_features = self.backbone(image_list.tensors)
         proposals, _ = self.rpn(image_list, instance_features)
-        detections, _ = self.roi_heads(instance_features, proposals, image_list.image_sizes)
+        if full_size:
+            detections, _ = self.roi_heads(instance_features, proposals, image_list.image_sizes)
+        else:
+            detections = detect_selected(self.roi_heads, instance_features, proposals, image_list.image_sizes,
+                                         score_thresh)
         stuff_logits = self.stuff_head(stuff_features)
 
         for det in detections:
@@ -307,26 +257,27 @@ class OANet(nn.Module):
         selected = [det["scores"] >= score_thresh for det in detections]
         ranks = self.rank_detections(detections, selected, padded)
 
-        detections = self.transform.postprocess(detections, image_list.image_sizes, original_sizes)
+        if full_size:
+            detections = self.transform.postprocess(detections, image_list.image_sizes, original_sizes)
         results = []
         for i, det in enumerate(detections):
             h, w = image_list.image_sizes[i]
-            results.append(
-                {
-                    "boxes": det["boxes"],
-                    "labels": det["labels"],
-                    "scores": det["scores"],
-                    "masks": det["masks"][:, 0],
-                    "ranking_scores": ranks[i],
-                    "selected": selected[i],
-                    # The stuff branch at stride 4 over the resized image (softmax it for probabilities),
-                    # and its argmax at the original size, which is what fusion needs.
-                    "sem_seg_logits": full_precision(
-                        stuff_logits[i, :, : -(-h // STUFF_STRIDE), : -(-w // STUFF_STRIDE)]
-                    ),
-                    "sem_seg_labels": stuff_labels(stuff_logits[i], (h, w), original_sizes[i], STUFF_STRIDE),
-                }
-            )
+            # The stuff branch at stride 4 over the resized image (softmax it for probabilities).
+            logits = full_precision(stuff_logits[i, :, : -(-h // STUFF_STRIDE), : -(-w // STUFF_STRIDE)])
+            if full_size:
+                # Masks and the stuff argmax at the original size, which is what fusion needs.
+                result = {"boxes": det["boxes"], "labels": det["labels"], "scores": det["scores"],
+                          "masks": det["masks"][:, 0], "ranking_scores": ranks[i], "selected": selected[i],
+                          "sem_seg_logits": logits,
+                          "sem_seg_labels": stuff_labels(stuff_logits[i], (h, w), original_sizes[i], STUFF_STRIDE)}
+            else:
+                # What the grid fusion (oanet.model.grid_fusion) reads: nothing at the original size.
+                result = {"boxes": resize_boxes(det["boxes"], (h, w), original_sizes[i]), "labels": det["labels"],
+                          "scores": det["scores"], "mask_probs": det["masks"][:, 0], "ranking_scores": ranks[i],
+                          "selected": selected[i], "sem_seg_logits": logits,
+                          "stuff_logits": full_precision(stuff_logits[i]),  # padded, as stuff_labels reads them
+                          "image_size": (int(h), int(w)), "original_size": original_sizes[i]}
+            results.append(result)
         return results
 
     def rank_detections(
@@ -359,6 +310,27 @@ class OANet(nn.Module):
             rank = ranking_scores(probs[i], binary, labels, soft_masks=soft)
             ranks.append(torch.zeros_like(det["scores"]).scatter(0, index, rank))
         return ranks
+
+
+def detect_selected(roi_heads: RoIHeads, features, proposals: list[Tensor], image_sizes: list,
+                    score_thresh: float) -> list[dict]:
+    """``RoIHeads.forward`` at inference with the mask head run on the selected detections only
+    (score >= ``score_thresh``): ``masks`` are ``N x 1 x M x M`` probabilities, zero for the others.
+    Nothing reads an unselected detection's mask (the SRM ranks and fusion pastes the selected), and
+    the mask head costs about what the box head and the RPN cost together."""
+    box_features = roi_heads.box_head(roi_heads.box_roi_pool(features, proposals, image_sizes))
+    class_logits, box_regression = roi_heads.box_predictor(box_features)
+    boxes, scores, labels = roi_heads.postprocess_detections(class_logits, box_regression, proposals, image_sizes)
+    index = [(s >= score_thresh).nonzero().squeeze(1) for s in scores]
+    mask_features = roi_heads.mask_roi_pool(features, [b[i] for b, i in zip(boxes, index)], image_sizes)
+    mask_logits = roi_heads.mask_predictor(roi_heads.mask_head(mask_features))
+    probs = maskrcnn_inference(mask_logits, [lab[i] for lab, i in zip(labels, index)])
+    size = mask_logits.shape[-1]
+    return [
+        {"boxes": b, "scores": s, "labels": lab,
+         "masks": p.new_zeros((len(b), 1, size, size)).index_copy(0, i, p)}
+        for b, s, lab, i, p in zip(boxes, scores, labels, index, probs)
+    ]
 
 
 def build_model(cfg: ModelConfig) -> OANet:

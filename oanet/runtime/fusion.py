@@ -104,6 +104,17 @@ def panoptic_fusion(
 ) -> tuple[np.ndarray, list[dict]]:
     """Fuse one image's selected detections into ``(ids HxW int32, segments)``; see
     :func:`oanet.model.fusion.panoptic_fusion` (same arguments as numpy arrays, same result)."""
+    ids, segments, _ = fusion_parts(masks, labels, det_scores, order_scores, sem_seg_labels, label_space, stuff_classes,
+                                    cfg, ranking_scores=ranking_scores, mask_thresh=mask_thresh)
+    return ids, segments
+
+
+def fusion_parts(masks: np.ndarray, labels: np.ndarray, det_scores: np.ndarray, order_scores: np.ndarray,
+                 sem_seg_labels: np.ndarray, label_space: LabelSpace, stuff_classes: str, cfg: FusionConfig, *,
+                 ranking_scores: Optional[np.ndarray] = None,
+                 mask_thresh: float = 0.5) -> tuple[np.ndarray, list[dict], np.ndarray]:
+    """:func:`panoptic_fusion`, also returning which instance (index into ``masks``) each thing segment
+    is, in segment order; see :func:`oanet.model.fusion.fusion_parts`."""
     thing_ids, stuff_ids = category_ids(label_space)
     h, w = sem_seg_labels.shape[-2:]
     labels = np.asarray(labels, dtype=np.int64)
@@ -138,7 +149,7 @@ def panoptic_fusion(
         fill = np.where(valid, stuff_segment_id[np.maximum(stuff, 0)], 0).reshape(h, w)
         ids = np.where(fill > 0, fill, ids)
         stuff_rows = list(zip(classes.tolist(), areas[classes].tolist()))
-    return ids.astype(np.int32), fused_segments(things, stuff_rows, thing_ids, stuff_ids)
+    return ids.astype(np.int32), fused_segments(things, stuff_rows, thing_ids, stuff_ids), order[kept]
 
 
 def fuse_selected(

@@ -21,9 +21,9 @@ from oanet.inference.base import BasePredictor, Fused
 from oanet.orders import check_order
 from oanet.data.images import to_float_chw
 from oanet.errors import ConfigError
-from oanet.runtime.fusion import fuse_selected
+from oanet.fusion_grid import FUSION_PIXELS, grid_budget, network_size
+from oanet.runtime.grid_fusion import fuse_grid
 from oanet.runtime.metadata import INPUTS, OUTPUTS, DeployInfo, read_metadata, require
-from oanet.runtime.paste import paste_masks
 
 
 def load_session(path: Path, providers: Optional[Sequence[Any]], threads: Optional[int]):
@@ -50,11 +50,13 @@ class OnnxPredictor(BasePredictor):
     ``oanet export``; ``order`` and ``score_thresh`` mean what they mean for :class:`oanet.Predictor`
     (the threshold is a graph input, so any value works without a new export); ``providers`` are
     onnxruntime execution providers (default ``["CPUExecutionProvider"]``); ``threads`` caps
-    onnxruntime's intra-op threads (default: its own choice, one per physical core).
+    onnxruntime's intra-op threads (default: its own choice, one per physical core); ``fusion_pixels``
+    is the grid fusion's budget, as for :class:`oanet.Predictor` (:mod:`oanet.fusion_grid`).
     """
 
     def __init__(self, path: str | Path, order: str = "srm", score_thresh: Optional[float] = None,
-                 providers: Optional[Sequence[Any]] = None, *, threads: Optional[int] = None) -> None:
+                 providers: Optional[Sequence[Any]] = None, *, threads: Optional[int] = None,
+                 fusion_pixels: Optional[int] = FUSION_PIXELS) -> None:
         check_order(order), check_score_thresh(score_thresh)  # before the (slow) session load
         self.path = Path(path)
         self.session = load_session(self.path, providers, threads)
@@ -65,7 +67,7 @@ class OnnxPredictor(BasePredictor):
         self.info: DeployInfo = info
         self.cfg = info.config  # as oanet.Predictor.cfg: the config of the exported checkpoint
         super().__init__(info.label_space, info.fusion, info.stuff_classes, min_size=info.min_size,
-                         max_size=info.max_size, order=order, score_thresh=score_thresh)
+                         max_size=info.max_size, order=order, score_thresh=score_thresh, fusion_pixels=fusion_pixels)
 
     def run(self, rgb: np.ndarray) -> dict[str, np.ndarray]:
         """The graph's outputs (docs/deploy.md) for one ``HxWx3`` RGB array, by output name."""
@@ -73,13 +75,15 @@ class OnnxPredictor(BasePredictor):
         return dict(zip(OUTPUTS, self.session.run(list(OUTPUTS), feed)))
 
     def fuse_outputs(self, outputs: dict[str, np.ndarray], orders: Sequence[str]) -> Fused:
-        """Paste the selected detections' masks at the input size and fuse them in each order."""
-        height, width = outputs["sem_seg_labels"].shape
+        """Fuse the selected detections in each order, on the grid of :mod:`oanet.fusion_grid` (the
+        masks are pasted inside their boxes at the grid's pixels), as :class:`oanet.Predictor` does."""
         self._check_class_indices(outputs)
         keep = np.flatnonzero(outputs["selected"])
-        masks = paste_masks(outputs["mask_probs"][keep], outputs["boxes"][keep], height, width)
-        return fuse_selected(masks, outputs["labels"][keep], outputs["scores"][keep], outputs["ranking_scores"][keep],
-                             outputs["sem_seg_labels"], self.label_space, self.stuff_classes, self.fusion, orders)
+        network = network_size(*outputs["sem_seg_labels"].shape, self.min_size, self.max_size)
+        return fuse_grid(outputs["boxes"][keep], outputs["mask_probs"][keep], outputs["labels"][keep],
+                         outputs["scores"][keep], outputs["ranking_scores"][keep], outputs["sem_seg_labels"],
+                         self.label_space, self.stuff_classes, self.fusion, orders,
+                         grid_budget(self.fusion_pixels, network))
 
     def _check_class_indices(self, outputs: dict[str, np.ndarray]) -> None:
         """A graph that predicts classes its metadata does not name (a hand-edited file): one line."""

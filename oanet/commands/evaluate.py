@@ -17,6 +17,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--max-images", type=int, default=None, help="evaluate only the first N images (by id)")
     parser.add_argument("--score-thresh", type=float, default=None,
                         help="detection score from which instances are ranked and pasted (default: the model's)")
+    parser.add_argument("--no-resume", action="store_true",
+                        help="predict every image again (default: a rerun into the same --out skips the images an "
+                        "earlier run completed, OUT/records)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar or progress lines")
 
 
@@ -84,6 +87,7 @@ def run(args) -> int:
         evaluation = evaluate(
             predictor, split, out_dir, workers=args.workers, max_images=args.max_images,
             batch_size=args.batch_size, loader_threads=args.loader_threads, progress=not args.no_progress,
+            resume=not args.no_resume,
         )
     if is_main_process():
         print(format_comparison(evaluation.results[order_key("score")], evaluation.results[order_key("srm")]))

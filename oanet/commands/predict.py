@@ -23,6 +23,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--strict", action="store_true",
                         help="stop at the first image that cannot be read (default: skip it, list it in "
                         "OUT/skipped.json, and fail only when no image could be read)")
+    parser.add_argument("--no-resume", action="store_true",
+                        help="predict every image again (default: a rerun into the same --out skips the images an "
+                        "earlier run completed, OUT/records)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar or progress lines")
 
 
@@ -40,7 +43,7 @@ def run(args) -> int:
     with predictor_from_args(args, order=args.order) as predictor:
         summary = predict(predictor, args.inputs, args.out, batch_size=args.batch_size,
                           overlays=not args.no_overlays, loader_threads=args.loader_threads,
-                          progress=not args.no_progress, strict=args.strict)
+                          progress=not args.no_progress, strict=args.strict, resume=not args.no_resume)
     if not is_main_process():
         return 0
     skipped, skipped_json = summary["skipped"], Path(args.out) / "skipped.json"

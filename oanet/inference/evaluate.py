@@ -130,6 +130,7 @@ def evaluate(
     progress: bool = True,
     orders: Sequence[str] = ORDERS,
     order_measures: bool = True,
+    resume: bool = True,
 ) -> Evaluation:
     """Run ``predictor`` over ``split``, fuse every image in both orders, score both with PQ.
 
@@ -140,6 +141,8 @@ def evaluate(
     two (e.g. ``"oracle"`` of :class:`oanet.experiments.oracle.OraclePredictor`); each gets its folder
     and its ``<order>_order`` entry in the results. ``order_measures``: also measure the score and SRM
     orders on the detections themselves (``order_measures.json``; PyTorch predictors only).
+    ``resume``: skip the images an earlier run into ``out_dir`` completed (:mod:`oanet.inference.resume`;
+    the files are those of an uninterrupted run); False predicts every image again.
     """
     from oanet.inference.loop import ImageFiles, current_ranks, run_inference
     from oanet.inference.sinks import OrderDifferences, PanopticJsonWriter, PanopticQuality
@@ -170,9 +173,14 @@ def evaluate(
         from oanet.inference.measured import OrderMeasuresObserver, OrderMeasuresSink
 
         measures = OrderMeasures(gt_json, gt_dir, split.instances_json, ORDERS)
-        observed.observer = OrderMeasuresObserver(measures, predictor.label_space)
-        sinks.append(OrderMeasuresSink(measures))
-    mine = ranks.shard(len(files))
+        observer = OrderMeasuresObserver(measures, predictor.label_space)
+        observed.observer = observer
+        sinks.append(OrderMeasuresSink(measures, observer))
+    from oanet.inference.resume import plan
+
+    mine, sinks, _ = plan(out_dir, predictor, sinks, files.file_names, ranks, "evaluate", enabled=resume,
+                          orders=list(orders), batch_size=batch_size, split=str(gt_json.resolve()),
+                          image_dir=str(image_dir.resolve()), order_measures=observed is not None)
     try:
         outcome = run_inference(predictor, files.items(mine, loader_threads), sinks, total=len(mine),
                                 batch_size=batch_size, orders=tuple(orders), progress=progress, desc="evaluate",

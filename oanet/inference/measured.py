@@ -23,6 +23,7 @@ class OrderMeasuresObserver:
         self.measures = measures
         self.thing_ids = np.asarray(label_space.thing_ids)
         self.orders = tuple(orders)
+        self.per_image: dict = {}  # image id -> what it added to the counts (a resumed run adds it back)
 
     def __call__(self, image_id: Any, output: dict, fused: dict) -> None:
         keep = output["selected"].nonzero().squeeze(1)
@@ -36,7 +37,17 @@ class OrderMeasuresObserver:
             ranks[o] = position.cpu().numpy()
         masks = (output["masks"][keep] > 0.5).cpu().numpy()
         maps = {o: (fused[o][0].cpu().numpy(), fused[o][1]) for o in self.orders}
+        before = self.measures.counts()
         self.measures.add_image(image_id, masks, self.thing_ids[labels.cpu().numpy()], ranks, maps)
+        self.per_image[image_id] = counts_difference(self.measures.counts(), before)
+
+
+def counts_difference(after: dict, before: dict) -> dict:
+    """``after - before`` of two :meth:`OrderMeasures.counts`: one image's share."""
+    return {"images": after["images"] - before["images"], "pairs": after["pairs"] - before["pairs"],
+            "agree": {o: after["agree"][o] - before["agree"][o] for o in after["agree"]},
+            "levels": {o: [[a - b for a, b in zip(ka, kb)] for ka, kb in zip(after["levels"][o], before["levels"][o])]
+                       for o in after["levels"]}}
 
 
 class OrderMeasuresSink:
@@ -45,8 +56,20 @@ class OrderMeasuresSink:
 
     name = "order_measures"
 
-    def __init__(self, measures: OrderMeasures) -> None:
+    def __init__(self, measures: OrderMeasures, observer: Optional[OrderMeasuresObserver] = None) -> None:
         self.measures = measures
+        self.observer = observer  # with it, each image's counts are kept for a resumed run
+
+    @property
+    def resumable(self) -> bool:
+        return self.observer is not None
+
+    def resume_state(self, item: Any) -> Optional[dict]:
+        return self.observer.per_image.pop(item.image_id, None)
+
+    def resume_restore(self, index: int, state: Optional[dict]) -> None:
+        if state is not None:
+            self.measures.add_counts(state)
 
     def process(self, item: Any, results: Any) -> None:
         pass

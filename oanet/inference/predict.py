@@ -6,6 +6,7 @@ Layout of ``out_dir`` for one order (``--order srm`` or ``score``)::
     panoptic/<name>.png          segment ids as RGB (id = R + 256 G + 256^2 B)
     overlays/<name>.jpg          segments coloured over the image, outlined and named
     skipped.json                 the images that could not be read, with the reason (only when some were)
+    records/*.jsonl              one line per image done, so that a rerun skips it (:mod:`oanet.inference.resume`)
 
 With ``--order both`` the PNGs and JSON of each order go to ``score_order/`` and ``srm_order/`` and
 each overlay shows the heuristic and the SRM result side by side. Videos: see
@@ -64,13 +65,17 @@ def predict(
     loader_threads: int = 2,
     progress: bool = True,
     strict: bool = False,
+    resume: bool = True,
 ) -> dict:
     """Predict every image (and video) in ``inputs`` and write PNGs, JSON and overlays under ``out_dir``.
 
     An image that cannot be read is left out and listed in ``out_dir/skipped.json`` (the JSON lists the
-    images predicted); with ``strict`` it is an error instead, as in evaluation. Returns ``{"images": n
-    predicted, "skipped": [{"file", "reason"}], "panoptic_json": {order: path}, "overlay_dir": path or
-    None, "videos": {video: summary}}`` (paths, counts and the list on rank 0 only under torchrun).
+    images predicted); with ``strict`` it is an error instead, as in evaluation. A rerun into the same
+    ``out_dir`` skips the images an earlier run completed (``resume``; :mod:`oanet.inference.resume`)
+    and writes the files an uninterrupted run writes. Returns ``{"images": n predicted (resumed ones
+    included), "resumed": n skipped as done, "skipped": [{"file", "reason"}], "panoptic_json": {order:
+    path}, "overlay_dir": path or None, "videos": {video: summary}}`` (paths, counts and the list on rank 0
+    only under torchrun).
     """
     if batch_size < 1:
         raise ConfigError(f"batch size must be >= 1, got {batch_size}")
@@ -78,7 +83,8 @@ def predict(
     out_dir = make_dir(out_dir)
     ranks = current_ranks()
     orders = predictor.orders
-    summary: dict = {"images": len(images), "skipped": [], "panoptic_json": {}, "overlay_dir": None, "videos": {}}
+    summary: dict = {"images": len(images), "resumed": 0, "skipped": [], "panoptic_json": {}, "overlay_dir": None,
+                     "videos": {}}
     if images:
         skipped: list[dict] = []
 
@@ -92,9 +98,13 @@ def predict(
         sinks: list = list(writers)
         if overlays:
             sinks.append(OverlayWriter(out_dir / "overlays", orders))
-        mine = files.items(ranks.shard(len(files)), loader_threads, on_error=None if strict else skip)
-        outcome = run_inference(predictor, mine, sinks,
-                                total=len(ranks.shard(len(files))), batch_size=batch_size, progress=progress,
+        from oanet.inference.resume import plan
+
+        indices, sinks, summary["resumed"] = plan(out_dir, predictor, sinks, files.file_names, ranks, "predict",
+                                                  enabled=resume, orders=list(orders), batch_size=batch_size,
+                                                  overlays=overlays)
+        mine = files.items(indices, loader_threads, on_error=None if strict else skip)
+        outcome = run_inference(predictor, mine, sinks, total=len(indices), batch_size=batch_size, progress=progress,
                                 desc="predict", ranks=ranks)
         summary["panoptic_json"] = {w.order: outcome[w.name] for w in writers}
         summary["overlay_dir"] = str(out_dir / "overlays") if overlays else None

@@ -46,6 +46,10 @@ class PanopticJsonWriter:
         result.save(self.png_dir / annotation["file_name"])
         self.records.append((item.index, item.record(), annotation))
 
+    def outputs(self, item: ImageItem) -> list[Path]:
+        """The files written for ``item`` (a resumed run checks them: :mod:`oanet.inference.resume`)."""
+        return [self.png_dir / Path(item.file_name).with_suffix(".png").name]
+
     def finalize(self, ranks: Ranks) -> Optional[Path]:
         from oanet.data.coco_panoptic import PanopticWriter
 
@@ -71,6 +75,8 @@ def overlay_picture(rgb, results: Mapping[str, PanopticResult], orders: Sequence
 class OverlayWriter:
     """``folder/<name>.jpg`` per image: the segments over the image, the orders side by side."""
 
+    resumable = True  # nothing kept per image but the file
+
     def __init__(self, folder: str | Path, orders: Sequence[str], quality: int = 92) -> None:
         self.name = "overlays"
         self.folder = make_dir(folder)
@@ -81,6 +87,9 @@ class OverlayWriter:
         buffer = io.BytesIO()
         overlay_picture(item.rgb, results, self.orders).save(buffer, format="JPEG", quality=self.quality)
         atomic_write_bytes(self.folder / (Path(item.file_name).stem + ".jpg"), buffer.getvalue())
+
+    def outputs(self, item: ImageItem) -> list[Path]:
+        return [self.folder / (Path(item.file_name).stem + ".jpg")]
 
     def finalize(self, ranks: Ranks) -> Path:
         return self.folder
@@ -97,6 +106,11 @@ class OrderDifferences:
         self.keep = keep
         self.records: list = []
         self._top: list = []  # min-heap of (difference, -index, item, results): the `keep` largest
+
+    @property
+    def resumable(self) -> bool:
+        # The most different images are kept with their pixels, which a resumed image does not have.
+        return self.keep == 0
 
     def process(self, item: ImageItem, results: Mapping[str, PanopticResult]) -> None:
         from oanet.evaluation.differences import panoptic_map_difference
@@ -128,6 +142,8 @@ class PanopticQuality:
     """PQ/SQ/RQ of each writer's predictions against a COCO panoptic ground truth (rank 0, after the
     writers have finalised: put this sink after them)."""
 
+    resumable = True  # scores the PNGs and JSON of the writers at the end
+
     def __init__(self, writers: Sequence[PanopticJsonWriter], gt_json: str | Path, gt_dir: str | Path,
                  workers: Optional[int] = None, progress: bool = True) -> None:
         self.name = "pq"
@@ -158,6 +174,8 @@ class PanopticQuality:
 
 class Collector:
     """Keeps every result in memory, in source order (rank 0): for callers that want them all."""
+
+    resumable = False  # the results themselves, in memory
 
     def __init__(self) -> None:
         self.name = "results"

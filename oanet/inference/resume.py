@@ -2,7 +2,7 @@
 skips the images an earlier run (killed, or finished) completed, and ends with the same files.
 
 Mechanism: after every sink has handled an image (its PNGs and overlay written, atomically), the
-process appends one JSON line to its own file ``OUT/records/<time>-r<rank>-<pid>.jsonl``: the image's
+process appends one JSON line to its own file ``OUT/records/<time>-<random>-r<rank>-<pid>.jsonl``: the image's
 output name, the size of each file written for it, and each sink's per-image state (what the sink
 keeps in memory to write its JSON at the end: the COCO annotation, the order difference, ...). A line
 is flushed to the operating system at once, so a killed process (SIGKILL included) loses at most the
@@ -30,6 +30,7 @@ import json
 import os
 import sys
 import time
+import uuid
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
@@ -150,7 +151,8 @@ class Resume:
                     record = json.loads(line)
                 except json.JSONDecodeError:
                     continue  # cut short by a kill
-                self.records[record["name"]] = record
+                if isinstance(record, dict) and "name" in record:
+                    self.records[record["name"]] = record
 
     def valid(self, record: dict) -> bool:
         """Every file the record lists exists with the size it had."""
@@ -207,9 +209,10 @@ class RecordWriter:
     def _open(self):
         folder = self.resume.folder
         folder.mkdir(parents=True, exist_ok=True)
-        stamp = time.strftime("%Y%m%d-%H%M%S")
+        # A new file per process and run ("x": never another run's, even one in the same second).
+        stamp = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
         path = folder / f"{stamp}-r{self.resume.ranks.rank}-{os.getpid()}.jsonl"
-        self.file = open(path, "a", encoding="utf-8")
+        self.file = open(path, "x", encoding="utf-8")
         self._append({"settings": self.resume.settings})
 
     def _append(self, data: dict) -> None:

@@ -247,6 +247,22 @@ def test_predict_many_and_inputs_as_for_the_pytorch_predictor(exported, tmp_path
     assert np.array_equal(results[0].panoptic, predictor(rgbs[0]).panoptic)
 
 
+def test_a_large_image_is_fused_on_the_grid_as_the_pytorch_predictor_fuses_it(exported):
+    """Both predictors fuse a large image on the same grid (oanet.fusion_grid): the same maps wherever the
+    network outputs agree (the numpy and torch grid fusions are bit-identical: tests/test_grid_fusion.py)."""
+    from PIL import Image
+
+    checkpoint, path = exported
+    rng = np.random.default_rng(4)
+    rgb = np.array(Image.fromarray(rng.integers(0, 256, (16, 20, 3), dtype=np.uint8)).resize((600, 480), Image.BILINEAR))
+    ours = OnnxPredictor(path, order="both", threads=1, fusion_pixels=20000)(rgb)
+    theirs = Predictor.from_checkpoint(checkpoint, device="cpu", order="both", fusion_pixels=20000)(rgb)
+    for order in ("score", "srm"):
+        assert ours[order].panoptic.shape == (480, 600)
+        assert (ours[order].panoptic == theirs[order].panoptic).mean() > 0.99
+        assert [s["category_id"] for s in ours[order].segments] == [s["category_id"] for s in theirs[order].segments]
+
+
 def test_runtime_runs_without_importing_torch(exported):
     _, path = exported
     code = (

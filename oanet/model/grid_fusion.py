@@ -35,7 +35,8 @@ from oanet.fusion_grid import (
     with_stats,
 )
 from oanet.model.fusion import fusion_parts
-from oanet.model.stuff_labels import stuff_labels, stuff_labels_at
+from oanet.model.autocast import full_precision
+from oanet.model.stuff_labels import coarse_labels, stuff_labels, stuff_labels_at
 from oanet.orders import ORDER_SCORES
 
 STUFF_STRIDE = 4
@@ -181,12 +182,15 @@ class LogitStuff:
 
     def __init__(self, logits: Tensor, image_size: tuple[int, int], original_size: tuple[int, int]) -> None:
         self.logits, self.image_size, self.original_size = logits, tuple(image_size), tuple(original_size)
+        self.coarse: Optional[tuple[Tensor, Tensor]] = None
 
     def on_grid(self, rows: Tensor, cols: Tensor) -> Tensor:
         return stuff_labels(self.logits, self.image_size, self.original_size, STUFF_STRIDE, rows, cols)
 
     def at(self, ys: Tensor, xs: Tensor) -> Tensor:
-        return stuff_labels_at(self.logits, self.image_size, self.original_size, STUFF_STRIDE, ys, xs)
+        if self.coarse is None:  # once per image, not once per chunk of pixels
+            self.coarse = coarse_labels(full_precision(self.logits))
+        return stuff_labels_at(self.logits, self.image_size, self.original_size, STUFF_STRIDE, ys, xs, self.coarse)
 
 
 def segment_of_label(segments: list, label_space: Any, stuff_classes: str, device: torch.device) -> Tensor:

@@ -34,12 +34,11 @@ from oanet.fusion_grid import (
     whole_cells,
     with_stats,
 )
-from oanet.model.fusion import fusion_parts
 from oanet.model.autocast import full_precision
+from oanet.model.fusion import fusion_parts
+from oanet.model.oanet import STUFF_STRIDE
 from oanet.model.stuff_labels import coarse_labels, stuff_labels, stuff_labels_at
 from oanet.orders import ORDER_SCORES
-
-STUFF_STRIDE = 4
 
 
 class Grid:

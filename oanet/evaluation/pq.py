@@ -323,3 +323,40 @@ def pq_compute(
         if counter is not None:
             counter.update(1)
     return PQResult(categories=categories, stats=stats, n_images=len(pairs))
+
+
+def pq_per_image(
+    gt_json: JsonSource,
+    gt_dir: Union[str, "os.PathLike[str]"],
+    pred_json: JsonSource,
+    pred_dir: Union[str, "os.PathLike[str]"],
+    workers: Optional[int] = None,
+) -> tuple[list, np.ndarray, Categories]:
+    """Each ground-truth image's statistics, as :func:`pq_compute` counts them: ``(image ids, stats
+    (N, 4, C) of IoU sum, TP, FP, FN per category, categories)``. Summed over the images they are
+    ``pq_compute``'s ``stats`` to the bit; :func:`image_pq` gives each image's PQ. For reports
+    (:mod:`oanet.report`), which show the worst and best images."""
+    gt, gt_name = load_panoptic_json(gt_json, "ground-truth")
+    pred, pred_name = load_panoptic_json(pred_json, "prediction")
+    categories = Categories.from_json(gt, gt_name)
+    pairs = pair_annotations(gt, gt_name, pred, pred_name)
+    gt_dir, pred_dir = str(Path(gt_dir)), str(Path(pred_dir))
+    for folder, role in ((gt_dir, "ground-truth"), (pred_dir, "prediction")):
+        if not os.path.isdir(folder):
+            raise FileNotFoundError(f"{folder}: {role} PNG folder not found")
+    workers = max(1, min(default_workers() if workers is None else int(workers), len(pairs)))
+    stats = np.stack(list(_image_stats(pairs, gt_dir, pred_dir, categories, workers)))
+    return [gt_ann["image_id"] for gt_ann, _ in pairs], stats, categories
+
+
+def image_pq(stats: np.ndarray, isthing: Optional[np.ndarray] = None) -> np.ndarray:
+    """PQ of each image from :func:`pq_per_image`'s ``(N, 4, C)`` stats: the mean over the image's categories
+    with TP + FP + FN > 0 (only those where ``isthing``, a (C,) mask, is true when given), NaN where none is."""
+    iou, tp, fp, fn = (stats[:, k] for k in (IOU, TP, FP, FN))
+    counted = tp + fp + fn > 0
+    if isthing is not None:
+        counted &= np.asarray(isthing, dtype=bool)[None, :]
+    per = np.where(counted, iou / np.where(counted, tp + 0.5 * fp + 0.5 * fn, 1.0), 0.0)
+    n = counted.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n > 0, per.sum(axis=1) / n, np.nan)

@@ -11,6 +11,7 @@ Layout of ``out_dir``::
     srm_order/panoptic.json,   srm_order/panoptic/<image>.png
     results.json               {"score_order": <pq dict>, "srm_order": <pq dict>}
     order_differences.json     per image: share of pixels whose segment differs between the orders
+    segment_scores.json        per order and PNG: each thing segment's detection and ranking score
     order_measures.json        pairwise order accuracy and PQ_th by occlusion level per order (PyTorch
                                models; :mod:`oanet.evaluation.occlusion`)
     gt_subset.json             the ground truth restricted to the evaluated images (with --max-images)
@@ -145,7 +146,8 @@ def evaluate(
     the files are those of an uninterrupted run); False predicts every image again.
     """
     from oanet.inference.loop import ImageFiles, current_ranks, run_inference
-    from oanet.inference.sinks import OrderDifferences, PanopticJsonWriter, PanopticQuality
+    from oanet.inference.sinks import (SEGMENT_SCORES, OrderDifferences, PanopticJsonWriter, PanopticQuality,
+                                       SegmentScores)
 
     gt_json, gt_dir, image_dir = Path(split.panoptic_json), Path(split.panoptic_dir), Path(split.image_dir)
     for path, what in ((gt_json, "panoptic JSON"), (gt_dir, "panoptic PNG folder"), (image_dir, "image folder")):
@@ -166,6 +168,7 @@ def evaluate(
         raise ValueError(f"evaluate compares the score and SRM orders; orders lacks {missing}")
     writers = [PanopticJsonWriter(out_dir / order_key(o), o, predictor.label_space) for o in orders]
     sinks = [*writers, OrderDifferences(out_dir / "order_differences.json", keep=keep_most_different),
+             SegmentScores(out_dir / SEGMENT_SCORES, orders),
              PanopticQuality(writers, evaluated_gt, gt_dir, workers=workers, progress=progress)]
     observed = _observable(predictor) if order_measures else None
     if observed is not None:

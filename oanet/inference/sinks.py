@@ -138,6 +138,39 @@ class OrderDifferences:
                 "most_different": [(item, results, difference) for difference, _, item, results in top[: self.keep]]}
 
 
+SEGMENT_SCORES = "segment_scores.json"
+
+
+def score_rows(segments: Sequence[Mapping]) -> list:
+    """``[[id, detection score, ranking score]]`` of the thing segments of a result (4 decimals; None where a
+    score is absent): what the PNGs and the COCO JSON do not keep."""
+    rnd = lambda v: None if v is None else round(float(v), 4)  # noqa: E731
+    return [[int(s["id"]), rnd(s.get("score")), rnd(s.get("ranking_score"))] for s in segments if s.get("isthing")]
+
+
+class SegmentScores:
+    """Per order and PNG, the detection and ranking score of each thing segment (:func:`score_rows`), written
+    by rank 0 to ``json_path`` as ``{"<order>_order": {"<name>.png": rows}}``: the HTML report shows them
+    on hover (:mod:`oanet.report`)."""
+
+    def __init__(self, json_path: str | Path, orders: Sequence[str]) -> None:
+        self.name = "segment_scores"
+        self.json_path = Path(json_path)
+        self.orders = tuple(orders)
+        self.records: list = []
+
+    def process(self, item: ImageItem, results: Mapping[str, PanopticResult]) -> None:
+        png = Path(item.file_name).with_suffix(".png").name
+        self.records.append((item.index, png, {o: score_rows(results[o].segments) for o in self.orders}))
+
+    def finalize(self, ranks: Ranks) -> Optional[Path]:
+        records = _merge(ranks.gather(self.records))
+        if not ranks.is_main:
+            return None
+        data = {order_key(o): {png: rows[o] for _, png, rows in records} for o in self.orders}
+        return write_json_atomic(self.json_path, data)
+
+
 class PanopticQuality:
     """PQ/SQ/RQ of each writer's predictions against a COCO panoptic ground truth (rank 0, after the
     writers have finalised: put this sink after them)."""

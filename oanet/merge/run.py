@@ -2,7 +2,8 @@
 
 Each order's output is a COCO panoptic JSON + PNG folder (``DIR/panoptic.json`` and ``DIR/panoptic/``
 for one order, ``DIR/<order>_order/...`` for both, as ``oanet predict`` lays them out), and
-``DIR/merge.json`` says what was merged with what. With a ground truth, each order's PQ and the
+``DIR/merge.json`` says what was merged with what, ``DIR/segment_scores.json`` the detection and
+ranking score of each pasted instance. With a ground truth, each order's PQ and the
 SRM plug-in's measures (:mod:`oanet.evaluation.occlusion`) go there too.
 """
 
@@ -20,10 +21,12 @@ from oanet.errors import make_dir
 from oanet.fileio import write_json_atomic
 from oanet.merge.inputs import MergeInputs, decode_rles, semantic_labels
 from oanet.merge.merge import Instances, MergeSettings, fuse_selected, pasting_order, selected_detections
-from oanet.orders import order_dir
+from oanet.orders import order_dir, order_key
 from oanet.parallel import ordered_thread_map
 from oanet.progress import track
 from oanet.result import build_result, category_table
+
+SEGMENT_SCORES = "segment_scores.json"  # per order and PNG: [id, detection score, ranking score] of each thing
 
 
 @dataclass
@@ -80,6 +83,7 @@ def run_merge(inputs: MergeInputs, out_dir: str | Path, orders: Sequence[str], r
                                  order_dir(out_dir, o, orders) / "panoptic", inputs.label_space) for o in orders}
     start = time.perf_counter()
     counts = {o: {"things": 0, "stuff": 0} for o in orders}
+    scores: dict = {order_key(o): {} for o in orders}  # segment_scores.json, for the HTML report's hover
 
     def work(info):
         return merge_image(inputs, info, orders, ranker, settings, out_dir)
@@ -93,12 +97,15 @@ def run_merge(inputs: MergeInputs, out_dir: str | Path, orders: Sequence[str], r
                 segments = merged.fused[o][1]
                 counts[o]["things"] += sum(1 for s in segments if s["isthing"])
                 counts[o]["stuff"] += sum(1 for s in segments if not s["isthing"])
+                scores[order_key(o)][annotations[o]["file_name"]] = [
+                    [s["id"], _round(s["score"]), _round(s["ranking_score"])] for s in segments if s["isthing"]]
             if measure is not None:
                 measure(merged)
     finally:
         merged_images.close()  # an error here: let the threads finish before the interpreter exits
     seconds = time.perf_counter() - start
     outputs = {o: str(writers[o].close()) for o in orders}
+    write_json_atomic(out_dir / SEGMENT_SCORES, scores)
     summary = {
         "instances": inputs.instances_path, "semantic": inputs.semantic_path, "images": len(inputs.images),
         "orders": list(orders), "outputs": outputs, "segments": counts, "seconds": round(seconds, 3),
@@ -108,6 +115,10 @@ def run_merge(inputs: MergeInputs, out_dir: str | Path, orders: Sequence[str], r
     }
     log(f"merged {len(inputs.images)} images in {seconds:.2f} s ({', '.join(orders)} order) -> {out_dir}")
     return summary
+
+
+def _round(value: Optional[float]) -> Optional[float]:
+    return None if value is None else round(float(value), 4)
 
 
 def write_summary(out_dir: str | Path, summary: dict) -> Path:

@@ -19,17 +19,18 @@ ALLOWED = {
     "runtime": {"data", "inference"},
     "export": {"data", "model", "runtime"},
     "train": {"data", "model", "evaluation"},
-    "experiments": {"data", "model", "evaluation", "inference", "train"},
+    "experiments": {"data", "model", "evaluation", "inference", "train", "report"},
     "convert": {"data"},
     "srm": {"data", "model", "evaluation", "train", "merge"},
     "merge": {"data", "model", "evaluation"},
     "integrations": {"data", "model", "inference", "runtime"},
+    "report": {"data", "evaluation"},
     "commands": {"data", "model", "evaluation", "inference", "runtime", "export", "train", "experiments", "convert",
-                 "srm", "merge"},
+                 "srm", "merge", "report"},
 }
 TOP_LEVEL_MAY_NOT = ("oanet.model", "oanet.evaluation", "oanet.inference", "oanet.runtime", "oanet.export",
                      "oanet.train", "oanet.experiments", "oanet.commands", "oanet.convert", "oanet.srm", "oanet.merge",
-                     "oanet.integrations")
+                     "oanet.integrations", "oanet.report")
 
 
 def module_name(path: Path) -> str:
@@ -114,6 +115,7 @@ def test_torch_free_packages_import_no_torch():
         "import oanet, oanet.data, oanet.evaluation, oanet.evaluation.pq, oanet.inference, oanet.runtime, oanet.orders\n"
         "import oanet.inference.evaluate, oanet.inference.predict, oanet.inference.video, oanet.inference.sinks\n"
         "import oanet.inference.loop, oanet.inference.base, oanet.runtime.onnx_predictor, oanet.presets\n"
+        "import oanet.report\n"
         "print(sorted(m for m in ('torch', 'torchvision') if m in sys.modules))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()

@@ -331,3 +331,19 @@ def test_oanet_evaluate_writes_a_report_that_works(tmp_path, tiny_checkpoint):
     assert all(row[1] is not None and row[2] is not None for rows in scores["srm_order"].values() for row in rows)
     verdict = selftest(out / "report.html", tmp_path)
     assert verdict["errors"] == [] and verdict["checks"]["toggle"]["ok"] and verdict["checks"]["sort"]["ok"], verdict
+
+
+def test_demo_writes_its_page_and_the_evaluation_page(tmp_path):
+    from oanet.config import SplitConfig
+    from oanet.experiments.demo import write_html_reports
+
+    ev = make_evaluation(tmp_path / "demo")
+    split = SplitConfig(panoptic_json=str(ev["gt_json"]), panoptic_dir=str(ev["gt_dir"]), image_dir=str(ev["image_dir"]))
+    run = {"data_dir": "data", "train_images": 10, "val_images": 4, "preset": "synthetic_cpu.yaml", "iterations": 2,
+           "train_minutes": 0.1, "eval_minutes": 0.1, "device": "cpu", "checkpoint": "train/model_final.pth",
+           "quick": True, "no_oracle": "no depth"}
+    page = write_html_reports(tmp_path / "demo", ev["out"], split, ev["results"], run, None, workers=1)
+    assert page == tmp_path / "demo" / "report.html" and (ev["out"] / "report.html").is_file()
+    text = page.read_text()
+    assert "The demo" in text and "--quick run" in text and "<b>+" in text  # the verdict, in bold
+    assert _data(page)["assets"] == "out/report_files/" and _data(ev["out"] / "report.html")["assets"] == "report_files/"

@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
 
     from oanet.data.validate import check_dataset
     from oanet.data.validate_report import (
-        FIXED_NAME, describe_fix, fix_json, format_report, summarise, write_overlays, write_report,
+        FIXED_NAME, describe_fix, fix_json, format_report, report_dict, summarise, write_overlays, write_report,
     )
     from oanet.errors import ConfigError, check_output_file, make_dir
     from oanet.fileio import write_json_atomic
@@ -74,5 +74,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"check it: oanet check-data --panoptic-json {fixed_path} --panoptic-dir {args.panoptic_dir}")
     overlays = write_overlays(result, out, args.overlays)
     report = write_report(result, summary, out, overlays, fix)
-    print(f"report: {report}" + (f"; {len(overlays)} overlays in {out / 'overlays'}" if overlays else ""))
+    from oanet.report import write_check_report
+
+    page = write_check_report(out, report_dict(result, summary, overlays, fix), files=result.problems.files)
+    print(f"report: {report} and {page}" + (f"; {len(overlays)} overlays in {out / 'overlays'}" if overlays else ""))
     return 2 if result.has_errors else 0

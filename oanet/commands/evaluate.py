@@ -20,6 +20,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--no-resume", action="store_true",
                         help="predict every image again (default: a rerun into the same --out skips the images an "
                         "earlier run completed, OUT/records)")
+    parser.add_argument("--report-images", type=int, default=50, metavar="N",
+                        help="report.html shows pictures of the N worst and N best images by PQ and the N where "
+                        "the orders differ most (default 50; 0: no report.html)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar or progress lines")
 
 
@@ -80,6 +83,8 @@ def run(args) -> int:
         raise ConfigError(f"--max-images must be >= 1, got {args.max_images}")
     if args.workers is not None and args.workers < 0:
         raise ConfigError(f"--workers must be >= 0, got {args.workers}")
+    if args.report_images < 0:
+        raise ConfigError(f"--report-images must be >= 0, got {args.report_images}")
     model_path = Path(args.checkpoint or args.onnx)
     out_dir = make_dir(Path(args.out) if args.out else model_path.parent / f"eval_{model_path.stem}")
     with predictor_from_args(args, order="both") as predictor:
@@ -97,4 +102,10 @@ def run(args) -> int:
 
             print(format_order_measures(evaluation.order_measures, ORDERS, ORDER_TITLES))
         print(f"wrote {out_dir / 'results.json'}")
+        if args.report_images:
+            from oanet.report import write_evaluation_report
+
+            report = write_evaluation_report(out_dir, split.panoptic_json, split.panoptic_dir, split.image_dir,
+                                             images=args.report_images, workers=args.workers)
+            print(f"wrote {report}")
     return 0

@@ -40,6 +40,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gt-json", help="ground-truth COCO panoptic JSON: also report PQ and the order measures")
     parser.add_argument("--gt-dir", help="folder of the ground-truth PNGs")
     parser.add_argument("--gt-instances", help="ground-truth COCO instances JSON (amodal masks for the occlusion levels)")
+    parser.add_argument("--image-dir", help="folder of the images: report.html draws the segments over them")
+    parser.add_argument("--report-images", type=int, default=50, metavar="N",
+                        help="report.html shows pictures of the N worst and N best images by PQ (with --gt-json) and "
+                        "the N where the orders differ most (default 50; 0: no report.html)")
     parser.add_argument("--workers", type=int, default=None, help="threads (default: all cores)")
     parser.add_argument("--device", default="cpu", help="device of the SRM and the fusion (cpu, cuda)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -64,6 +68,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--gt-json and --gt-dir go together")
     if args.workers is not None and args.workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {args.workers}")
+    if args.report_images < 0:
+        raise ConfigError(f"--report-images must be >= 0, got {args.report_images}")
     settings = MergeSettings(args.score_thresh, args.overlap_thresh, args.stuff_area)
     out_dir = make_dir(Path(args.out))
     inputs = read_inputs(args.instances, args.semantic, args.images_json, args.categories)
@@ -86,4 +92,11 @@ def run(args: argparse.Namespace) -> int:
         summary["evaluation"] = evaluate_merge(summary, measures, args.gt_json, args.gt_dir, out_dir, orders)
         print_merge_report(summary["evaluation"], orders)
     print(f"summary written to {write_summary(out_dir, summary)}")
+    if args.report_images:
+        from oanet.report import write_merge_report
+
+        report = write_merge_report(out_dir, summary, gt_json=args.gt_json, gt_dir=args.gt_dir,
+                                    image_dir=args.image_dir, images=args.report_images,
+                                    workers=args.workers or default_workers())
+        print(f"report: {report}")
     return 0

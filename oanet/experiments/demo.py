@@ -5,9 +5,10 @@
 3. evaluate on its val split, pasting instances by detection score (the heuristic), by the SRM
    ranking score and in the true depth order of the scene (the oracle, :mod:`oanet.experiments.oracle`),
    from one forward pass per image;
-4. write ``report.md`` (PQ table, the SRM's share of the PQ_th a perfect order would add, loss curve,
-   overlays where the two orders differ most) and ``report.json`` (``score_order`` / ``srm_order`` /
-   ``oracle_order`` in the format of ``oanet pq --output``).
+4. write ``report.html`` (:mod:`oanet.report`: the run, the PQ tables, the images to browse with each
+   order side by side), ``report.md`` (PQ table, the SRM's share of the PQ_th a perfect order would add,
+   loss curve, overlays where the two orders differ most) and ``report.json`` (``score_order`` /
+   ``srm_order`` / ``oracle_order`` in the format of ``oanet pq --output``).
 
 Running it again in the same folder resumes training where it stopped and re-evaluates.
 
@@ -15,7 +16,8 @@ Layout of ``out_dir``::
 
     data/            the benchmark (unless --data names another folder)
     train/           checkpoints, metrics.jsonl, config.yaml (the trainer's output folder)
-    eval/            predictions of the three orders, results.json, order_differences.json
+    eval/            predictions of the three orders, results.json, order_differences.json, report.html
+    report.html      the page to look at first (its pictures are in eval/report_files/)
     loss.png, overlays/<image>.jpg, report.md, report.json
 """
 
@@ -314,8 +316,46 @@ def run_demo(
     }
     md_path, json_path = write_report(out_dir, results, run, loss_plot,
                                       list(zip(pictures, [d for _, _, d in evaluation.most_different])))
-    log(f"wrote {md_path} and {json_path}")
-    return {"report_md": str(md_path), "report_json": str(json_path), "results": results}
+    html_path = write_html_reports(out_dir, eval_dir, predictor.cfg.data.val, results, run, loss_plot,
+                                   workers=0 if quick else None)
+    log(f"wrote {html_path}, {md_path} and {json_path}")
+    return {"report_html": str(html_path), "report_md": str(md_path), "report_json": str(json_path),
+            "results": results}
+
+
+def write_html_reports(out_dir: Path, eval_dir: Path, split: SplitConfig, results: Mapping[str, Mapping],
+                       run: Mapping[str, Any], loss_plot: Optional[Path], workers: Optional[int] = None) -> Path:
+    """``eval/report.html`` (what ``oanet evaluate`` writes) and ``report.html``: the same page with the
+    demo's run, verdict and loss curve first; both use the pictures in ``eval/report_files``."""
+    import html
+    import re
+
+    from oanet.report import evaluation_report
+    from oanet.report.html import section
+
+    page = evaluation_report(eval_dir, split.panoptic_json, split.panoptic_dir, split.image_dir, workers=workers)
+    page.write(eval_dir / "report.html")
+    bold = lambda text: re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", html.escape(text))  # noqa: E731
+    diff = difference_dict(results[order_key("score")], results[order_key("srm")])
+    verdict = (f"The SRM order changes PQ by **{100 * diff['All']['pq']:+.2f}** points (things "
+               f"{100 * diff['Things']['pq']:+.2f}, stuff {100 * diff['Stuff']['pq']:+.2f}) against the "
+               "detection-score heuristic, on the same detections from the same forward pass.")
+    facts = (f"Synthetic occlusion benchmark <code>{html.escape(str(run['data_dir']))}</code>: "
+             f"{run['train_images']} training and {run['val_images']} validation images. Preset "
+             f"<code>{html.escape(str(run['preset']))}</code>, {run['iterations']} iterations "
+             f"({run['train_minutes']:.1f} min of training on {html.escape(str(run['device']))}), evaluation "
+             f"{run['eval_minutes']:.1f} min.")
+    quick = ("<p><b>--quick run: a smoke test with a few iterations; the numbers mean nothing.</b></p>"
+             if run.get("quick") else "")
+    loss = (f'<img src="{html.escape(loss_plot.name)}" alt="training loss" style="width:440px;max-width:100%">'
+            if loss_plot else "")
+    command = html.escape(reproduce_command(Path(run["checkpoint"]), eval_dir))
+    body = (f"<div style='display:flex;gap:20px;flex-wrap:wrap;align-items:flex-start'><div style='flex:1 1 480px'>"
+            f"<p>{facts}</p>{quick}<p>{bold(verdict)}</p><p>{bold(oracle_sentence(results, run.get('no_oracle')))}</p>"
+            f"<p class='note'>Reproduce: <code>{command}</code> (it writes eval/report.html).</p></div>{loss}</div>")
+    page.title = "oanet demo: score-order heuristic vs spatial ranking module"
+    page.extra_sections = [section("run", "The demo", body)]
+    return page.write(out_dir / "report.html")
 
 
 def evaluate_orders(checkpoint: Path, eval_dir: Path, quick: bool, log) -> tuple[Any, Any, Optional[str]]:

@@ -85,6 +85,10 @@ def test_demo_quick_writes_report_with_both_orders(demo):
     assert json.loads((demo / "eval" / "results.json").read_text()).keys() == {"score_order", "srm_order",
                                                                                 "oracle_order"}
     assert_valid_panoptic_output(demo / "eval" / "srm_order" / "panoptic.json", expected_images=3)
+    # The page to open first (oanet.report): the run, then the evaluation's page with the oracle order.
+    page = (demo / "report.html").read_text()
+    assert "The demo" in page and '"orders":["score","srm","oracle"]' in page and "eval/report_files/" in page
+    assert (demo / "eval" / "report.html").is_file() and (demo / "eval" / "segment_scores.json").is_file()
 
 
 @pytest.mark.slow

@@ -1,8 +1,9 @@
-"""report.html (oanet.report): its numbers and pictures, and the page itself in headless Chromium.
+"""report.html (oanet.report): its numbers and pictures, and the page itself in headless Chromium and Firefox.
 
 The page checks itself with ``report.html?selftest=1`` (sorts a table, hovers a segment, flips the order
 toggle, records every error) and writes a JSON verdict into ``<pre id="selftest">``, which
-``chromium --headless --dump-dom`` prints. Without Debian's ``chromium`` package those tests skip.
+``chromium --headless --dump-dom`` prints (Firefox: read over Marionette). Without Debian's ``chromium``
+(``firefox-esr``) package those tests skip.
 """
 
 from __future__ import annotations
@@ -29,6 +30,9 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 needs_chromium = pytest.mark.skipif(
     CHROMIUM is None, reason="no chromium on PATH (Debian's chromium package: apt-get install chromium; .ci/run "
     "installs it when run as root)")
+FIREFOX = shutil.which("firefox-esr") or shutil.which("firefox")
+needs_firefox = pytest.mark.skipif(
+    FIREFOX is None, reason="no firefox on PATH (Debian's firefox-esr package; .ci/run installs it when run as root)")
 
 CATEGORIES = [
     {"id": 1, "name": "disc", "isthing": 1, "color": [220, 60, 60]},
@@ -132,6 +136,73 @@ def selftest(page: Path, tmp_path: Path) -> dict:
     found = re.search(r'<pre id="selftest"[^>]*>(.*?)</pre>', done.stdout, re.S)
     assert found and found.group(1), f"no verdict in the page (rc {done.returncode}): {done.stderr[-2000:]}"
     return json.loads(html.unescape(found.group(1)))
+
+
+def firefox_selftest(page: Path, tmp_path: Path, timeout: float = 60.0) -> dict:
+    """The page's own verdict from headless Firefox, read over Marionette (length-prefixed JSON on a socket:
+    navigate, then read ``<pre id="selftest">`` until the page has written it)."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    profile = tmp_path / "firefox-profile"
+    profile.mkdir(exist_ok=True)
+    (profile / "user.js").write_text(f'user_pref("marionette.port", {port});\n')
+    proc = subprocess.Popen([FIREFOX, "--headless", "--marionette", "-no-remote", "-profile", str(profile)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+                break
+            except OSError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise
+                time.sleep(0.2)
+        with sock:
+            pending = b""
+
+            def receive():
+                nonlocal pending
+                while b":" not in pending:
+                    pending += sock.recv(65536)
+                size, rest = pending.split(b":", 1)
+                while len(rest) < int(size):
+                    rest += sock.recv(65536)
+                pending = rest[int(size):]
+                return json.loads(rest[: int(size)])
+
+            def command(k, name, params):
+                data = json.dumps([0, k, name, params]).encode()
+                sock.sendall(str(len(data)).encode() + b":" + data)
+                reply = receive()
+                assert reply[2] is None, reply
+                return reply[3]
+
+            receive()  # the server's greeting
+            command(1, "WebDriver:NewSession", {"capabilities": {}})
+            command(2, "WebDriver:Navigate", {"url": page.resolve().as_uri() + "?selftest=1"})
+            for k in range(3, 10_000):
+                value = command(k, "WebDriver:ExecuteScript",
+                                {"script": "return document.getElementById('selftest').textContent", "args": []})
+                if value and value.get("value"):
+                    verdict = json.loads(value["value"])
+                    break
+                assert time.monotonic() < deadline, "the page wrote no verdict"
+                time.sleep(0.1)
+            try:
+                command(k + 1, "Marionette:Quit", {})
+            except (AssertionError, OSError, ValueError):
+                pass
+            return verdict
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
 
 
 # --------------------------------------------------------------------------------------------
@@ -238,6 +309,17 @@ def test_evaluation_report_in_chromium(tmp_path):
     assert checks["toggle"]["ok"] and checks["toggle"]["from"] != checks["toggle"]["to"], checks["toggle"]
     assert checks["pictures"]["ok"] and checks["pictures"]["count"] == 5
     assert verdict["ok"]
+
+
+@needs_firefox
+def test_evaluation_report_in_firefox(tmp_path):
+    from oanet.report import write_evaluation_report
+
+    ev = make_evaluation(tmp_path)
+    page = write_evaluation_report(ev["out"], ev["gt_json"], ev["gt_dir"], ev["image_dir"], workers=1)
+    verdict = firefox_selftest(page, tmp_path)
+    assert verdict["ok"] and verdict["errors"] == [], verdict
+    assert verdict["checks"]["hover"]["category"] == "square" and verdict["checks"]["sort"]["ok"], verdict
 
 
 @needs_chromium

@@ -7,7 +7,8 @@ from ``file://`` where ``fetch`` may not (Chromium refuses it).
 
 The page checks itself with ``report.html?selftest=1``: after load it sorts a table, hovers a segment,
 flips the order toggle and writes a JSON verdict, with every error the page logged, into
-``<pre id="selftest">`` (what ``tests/test_report.py`` reads from headless Chromium).
+``<pre id="selftest">`` (what ``tests/test_report.py`` reads from headless Chromium and Firefox);
+``?selftest=top`` puts the verdict at the top of the page, for a screenshot.
 """
 
 from __future__ import annotations
@@ -479,6 +480,7 @@ async function selftest() {
   const pre = $('#selftest');
   pre.textContent = JSON.stringify(out);
   pre.hidden = false;
+  if (new URLSearchParams(location.search).get('selftest') === 'top') document.body.prepend(pre);  /* for a screenshot */
 }
 function start() {
   try { initBrowser(); } catch (e) { console.error('report: ' + (e && e.stack || e)); }

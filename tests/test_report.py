@@ -429,3 +429,19 @@ def test_demo_writes_its_page_and_the_evaluation_page(tmp_path):
     text = page.read_text()
     assert "The demo" in text and "--quick run" in text and "<b>+" in text  # the verdict, in bold
     assert _data(page)["assets"] == "out/report_files/" and _data(ev["out"] / "report.html")["assets"] == "report_files/"
+
+
+def test_one_order_without_ground_truth_and_a_clean_check(tmp_path):
+    from oanet.report import write_check_report, write_merge_report
+
+    ev = make_evaluation(tmp_path)
+    out = ev["out"]
+    summary = {"images": 4, "orders": ["score"], "outputs": {"score": str(out / "score_order" / "panoptic.json")}}
+    data = _data(write_merge_report(out, summary, images=2, workers=1))
+    assert data["pair"] == [] and data["main"] == "score" and [im["n"] for im in data["images"]] == [
+        "img00000.jpg", "img00001.jpg"]  # no PQ, no second order: the first ones
+    script = (out / "report_files" / "data" / f"{data['images'][0]['k']}.js").read_text()
+    assert '"panels":{"score":' in script and "diff" not in script
+    page = write_check_report(tmp_path, {"ok": True, "errors": 0, "warnings": 0, "problems": [], "summary": {},
+                                         "overlays": []})
+    assert "No problem found" in page.read_text()

@@ -180,6 +180,7 @@ def merge_and_evaluate(demo: Path, out: Path, name: str, results: Path, stuff: P
                 str(ann / "panoptic_val.json"), "--out", str(target), "--gt-json", str(ann / "panoptic_val.json"),
                 "--gt-dir", str(ann / "panoptic_val"), "--gt-instances", str(ann / "instances_val.json"), "--no-progress"]
         args += ["--order", "both", "--srm", str(srm)] if srm else ["--order", "score"]
+        args += ["--report-images", "0"]
         oanet(*args, log=out / "log.txt")
     return json.loads((target / "merge.json").read_text())["evaluation"]
 
@@ -200,7 +201,7 @@ def time_merges(demo: Path, out: Path, results: Path, stuff_json: Path) -> dict:
         start = time.perf_counter()
         oanet("merge", "--instances", str(results), "--semantic", str(stuff_json), "--images-json",
               str(ann / "panoptic_val.json"), "--out", str(out / f"speed_{run}"), "--order", "score", "--no-progress",
-              log=out / "log.txt")
+              "--report-images", "0", log=out / "log.txt")
         timings.setdefault("oanet_merge_process", []).append(time.perf_counter() - start)
         summary = json.loads((out / f"speed_{run}" / "merge.json").read_text())
         timings.setdefault("oanet_merge", []).append(summary["seconds"])
@@ -231,13 +232,15 @@ def main() -> None:
     srm_args = ["srm", "train", "--panoptic-json", str(ann / "panoptic_train.json"), "--panoptic-dir",
                 str(ann / "panoptic_train"), "--instances-json", str(ann / "instances_train.json"), "--short-side", "160",
                 "--max-size", "160", "--iterations", str(args.srm_iterations), "--no-progress"]
-    for name, extra in (("annotations", []), ("predictions", ["--predictions", str(train_results)])):
+    variants = (("annotations", ["--perturbation", "light"]), ("annotations_none", ["--perturbation", "none"]),
+                ("annotations_heavy", ["--perturbation", "heavy"]), ("predictions", ["--predictions", str(train_results)]))
+    for name, extra in variants:
         path = out / f"srm_{name}.pth"
         if not path.is_file():
             record[f"srm_{name}_train_s"] = oanet(*srm_args, *extra, "--out", str(path), log=out / "log.txt")
     evaluations = {"score": merge_and_evaluate(demo, out, "score", val, stuff, None)}
-    for name, srm in (("srm_annotations", out / "srm_annotations.pth"), ("srm_predictions", out / "srm_predictions.pth"),
-                      ("srm_oanet_joint", demo / "train" / "model_final.pth")):
+    srms = [(f"srm_{name}", out / f"srm_{name}.pth") for name, _ in variants]
+    for name, srm in (*srms, ("srm_oanet_joint", demo / "train" / "model_final.pth")):
         evaluations[name] = merge_and_evaluate(demo, out, name, val, stuff, srm)
     record["evaluations"] = evaluations
     record["speed"] = time_merges(demo, out, val, stuff_rle_json(demo, stuff, out))

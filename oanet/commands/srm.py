@@ -27,6 +27,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="a detector's COCO instance results on these images: train on its own masks")
     train.add_argument("--out", required=True, help="the SRM file to write (e.g. srm.pth)")
     train.add_argument("--kernel", default="gcn7", choices=("1x1", "3x3", "gcn7"), help="SRM kernel (Table 5; gcn7)")
+    train.add_argument("--perturbation", default="light", choices=("none", "light", "heavy"),
+                       help="how the masks are perturbed as detector masks err: light = small shifts, dilations "
+                            "and erosions; heavy adds spills into neighbours and partial amodal completion (light)")
     train.add_argument("--iterations", type=int, default=2000, help="SGD iterations (2000)")
     train.add_argument("--batch-size", type=int, default=8, help="images per iteration (8)")
     train.add_argument("--lr", type=float, default=0.02, help="learning rate (0.02, cosine decay)")
@@ -45,12 +48,12 @@ def run(args: argparse.Namespace) -> int:
 
     from oanet.data.coco_panoptic import PanopticSplit
     from oanet.errors import check_output_file
-    from oanet.srm.samples import read_predictions
+    from oanet.srm.samples import PERTURBATIONS, read_predictions
     from oanet.srm.training import SRMTrainConfig, train_spatial_ranker
 
     cfg = SRMTrainConfig(kernel=args.kernel, short_side=args.short_side, max_size=args.max_size,
                          iterations=args.iterations, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                         checkpoint_period=args.checkpoint_period)
+                         checkpoint_period=args.checkpoint_period, perturbation=PERTURBATIONS[args.perturbation])
     cfg.check()
     check_output_file(Path(args.out), "SRM file (--out)")
     split = PanopticSplit(args.panoptic_json, args.panoptic_dir, args.panoptic_dir, instances_json=args.instances_json)

@@ -28,7 +28,7 @@ from oanet.errors import ConfigError
 from oanet.model.srm import SRM_KERNELS, SpatialRankingModule, occupancy_map, present_channels_forward
 from oanet.progress import Progress
 from oanet.srm.ranker import SpatialRanker
-from oanet.srm.samples import AnnotationSamples, Perturbation, overlap_targets, perturb
+from oanet.srm.samples import PERTURBATIONS, AnnotationSamples, Perturbation, overlap_targets, perturb
 
 MARGIN = 3  # cells: the reach of the largest kernel (7 // 2)
 
@@ -47,7 +47,7 @@ class SRMTrainConfig:
     warmup: int = 100
     seed: int = 0
     checkpoint_period: int = 500
-    perturbation: Perturbation = field(default_factory=Perturbation)
+    perturbation: Perturbation = field(default_factory=lambda: PERTURBATIONS["light"])
 
     def check(self) -> None:
         if self.kernel not in SRM_KERNELS:
@@ -87,7 +87,7 @@ def batch_loss(srm: SpatialRankingModule, samples: list, cfg: SRMTrainConfig, ge
     for sample in samples:
         masks, labels = sample.masks, sample.labels
         if not sample.from_detector:
-            masks, kept = perturb(masks, cfg.perturbation, generator)
+            masks, kept = perturb(masks, cfg.perturbation, generator, sample.shown)
             labels = labels[kept]
         target = overlap_targets(masks, sample.visible)
         window = overlap_window(target)

@@ -333,7 +333,7 @@ def test_oanet_takes_its_parts_and_runs_with_a_users_own_stuff_head():
     assert model.cfg is None and model.srm is None
     image, target = sample()
     losses = model([image], [target])
-    assert head.calls == 1 and float(losses["seg"]) > 0 and float(losses["srm"]) == 0
+    assert head.calls == 1 and float(losses["seg"].detach()) > 0 and float(losses["srm"].detach()) == 0
     losses["seg"].backward()
     assert head.conv.weight.grad is not None
     model.eval()

@@ -295,3 +295,132 @@ def test_semantic_results_named_by_file_as_detectron2_writes_them(tmp_path):
         assert main(merge_argv(paths, tmp_path / name, **{"--semantic": semantic})) == 0
     assert segments_by_pixels(tmp_path / "ids" / "panoptic.json", tmp_path / "ids" / "panoptic") == \
         segments_by_pixels(tmp_path / "files" / "panoptic.json", tmp_path / "files" / "panoptic")
+
+
+# --------------------------------------------------------------------------------------------
+# the score order on RLE runs (oanet.merge.runs): the same output as OANet's fusion, without masks
+
+
+def _random_intervals(rng, size: int):
+    from oanet.merge.runs import intervals_of_runs
+
+    dense = rng.random(size) < rng.uniform(0.1, 0.9)
+    dense[rng.random(size) < 0.5] = False
+    change = np.flatnonzero(np.diff(dense.astype(np.int8))) + 1
+    runs = np.diff(np.concatenate([[0], change, [size]]))
+    if dense[0]:
+        runs = np.concatenate([[0], runs])
+    return dense, intervals_of_runs(runs)
+
+
+def _dense(intervals, size: int) -> np.ndarray:
+    out = np.zeros(size, bool)
+    for s, e in zip(*intervals):
+        assert e > s  # no empty interval
+        out[s:e] = True
+    return out
+
+
+def test_interval_algebra_equals_sets_of_pixels():
+    from oanet.merge.runs import difference, disjoint_union, labelled_difference, length, union
+
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        size = int(rng.integers(1, 300))
+        (a, ia), (b, ib) = _random_intervals(rng, size), _random_intervals(rng, size)
+        assert np.array_equal(_dense(difference(ia, ib), size), a & ~b)
+        assert np.array_equal(_dense(union(ia, ib), size), a | b)
+        assert np.array_equal(_dense(disjoint_union(ib, difference(ia, ib)), size), a | b)
+        assert length(ia) == a.sum()
+        # two disjoint labelled regions (a's pixels split at a random point) minus b
+        cut = int(rng.integers(0, size + 1))
+        left = _random_intervals_from(a & (np.arange(size) < cut))
+        right = _random_intervals_from(a & (np.arange(size) >= cut))
+        parts = labelled_difference({3: left, 7: right}, ib)
+        for label, region in ((3, a & (np.arange(size) < cut)), (7, a & (np.arange(size) >= cut))):
+            want = region & ~b
+            assert np.array_equal(_dense(parts.get(label, (np.zeros(0, int), np.zeros(0, int))), size), want)
+            assert (label in parts) == bool(want.any())
+
+
+def _random_intervals_from(dense: np.ndarray):
+    from oanet.merge.runs import intervals_of_runs
+
+    change = np.flatnonzero(np.diff(dense.astype(np.int8))) + 1
+    runs = np.diff(np.concatenate([[0], change, [dense.size]]))
+    return intervals_of_runs(np.concatenate([[0], runs]) if dense.size and dense[0] else runs)
+
+
+def test_batch_rle_decoding_equals_pycocotools():
+    from oanet.data.instances import compressed_rle_runs_many
+
+    rng = np.random.default_rng(1)
+    masks = [(rng.random((int(rng.integers(1, 40)), int(rng.integers(1, 40)))) < rng.random()) for _ in range(30)]
+    masks[3][:] = False
+    masks[4][:] = True
+    strings = [mask_utils.encode(np.asfortranarray(m.astype(np.uint8)))["counts"] for m in masks]
+    for m, runs in zip(masks, compressed_rle_runs_many(strings)):
+        flat = np.repeat(np.arange(len(runs)) % 2 == 1, runs)  # zeros first, then ones, alternating
+        assert np.array_equal(flat, m.T.ravel())
+    assert compressed_rle_runs_many([strings[0], strings[1][:-1] + b"\x7f"]) is None  # one bad string: None
+
+
+@pytest.mark.parametrize("semantic", ["sem_json", "sem_dir", "overlapping"])
+def test_score_merge_on_runs_equals_oanet_fusion(tmp_path, semantic):
+    """Segments, areas, boxes and pixels of :func:`merge_score_runs` equal ``merge_panoptic``'s (the
+    fusion on decoded masks), with polygons and uncompressed RLEs among the instances and, in
+    "overlapping", stuff RLEs that overlap (the first listed keeps the overlap, as in the fusion)."""
+    from oanet.merge import Instances, MergeSettings, merge_panoptic
+    from oanet.merge.inputs import read_inputs, semantic_labels
+    from oanet.merge.runs import merge_score_runs
+    from oanet.result import build_result
+
+    paths = write_inputs(tmp_path / "in", 21, n_images=12)
+    results = json.loads(paths["inst"].read_text())
+    for k, r in enumerate(results[::4]):  # other segmentation encodings take the row-by-row decoding
+        m = mask_utils.decode(dict(r["segmentation"], counts=r["segmentation"]["counts"].encode()))
+        flat = m.T.ravel()
+        change = np.flatnonzero(np.diff(flat)) + 1
+        runs = np.diff(np.concatenate([[0], change, [flat.size]])).tolist()
+        r["segmentation"] = {"size": r["segmentation"]["size"], "counts": ([0] + runs) if flat[0] else runs}
+    paths["inst"].write_text(json.dumps(results))
+    if semantic == "overlapping":
+        sem = json.loads(paths["sem_json"].read_text())
+        images = {i["id"]: i for i in json.loads(paths["images"].read_text())["images"]}
+        extra = []
+        for i, info in images.items():
+            blob = np.zeros((info["height"], info["width"]), bool)
+            blob[5:30, 10:40] = True  # over sky and road; listed first: it keeps the overlap (when big enough)
+            extra.append({"image_id": i, "category_id": 11 if i % 2 else 10, "segmentation": rle(blob)})
+        (tmp_path / "overlap.json").write_text(json.dumps(extra + sem))
+        paths["overlapping"] = tmp_path / "overlap.json"
+    inputs = read_inputs(paths["inst"], paths[semantic], paths["images"], paths["cats"])
+    for settings in (MergeSettings(), MergeSettings(0.3, 0.2, 50), MergeSettings(0.5, 0.5, 0)):
+        for info in inputs.images:
+            rows = [r for r in inputs.instances.get(info.id, []) if r["score"] >= settings.score_thresh]
+            instances = (Instances.from_results(rows, info.height, info.width) if rows else
+                         Instances(np.zeros((0, info.height, info.width), np.uint8), [], []))
+            stuff = semantic_labels(inputs, info)  # stuff indices, -1 void: as category ids (0 void)
+            category_map = np.where(stuff >= 0, inputs.label_space.stuff_ids[np.maximum(stuff, 0)], 0)
+            ids, segments = merge_panoptic(instances, category_map, label_space=inputs.label_space, settings=settings)
+            want = build_result(ids.numpy(), segments, inputs.categories(), "score", info.id, info.file_name)
+            got = build_result(*merge_score_runs(inputs, info, settings), inputs.categories(), "score", info.id,
+                               info.file_name)
+            assert np.array_equal(got.panoptic, want.panoptic), info
+            assert got.segments == want.segments, info
+
+
+def test_score_merge_imports_no_torch_and_processes_equal_one_thread(tmp_path):
+    import subprocess
+    import sys
+
+    paths = write_inputs(tmp_path / "in", 5, n_images=8)
+    code = ("import sys; from oanet.cli import main; "
+            f"rc = main({merge_argv(paths, tmp_path / 'two', **{'--semantic': paths['sem_json']})!r} + ['--workers', '2']); "
+            "assert rc == 0; assert 'torch' not in sys.modules, 'oanet merge --order score imported torch'")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert main(merge_argv(paths, tmp_path / "one", **{"--semantic": paths["sem_json"]}) + ["--workers", "1"]) == 0
+    one, two = tmp_path / "one", tmp_path / "two"
+    for f in sorted(p.relative_to(one) for p in one.rglob("*") if p.is_file() and p.name != "merge.json"):
+        assert (one / f).read_bytes() == (two / f).read_bytes(), f

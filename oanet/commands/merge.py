@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
 
     from oanet.errors import ConfigError, make_dir
     from oanet.merge.inputs import read_inputs
-    from oanet.merge.merge import MergeSettings
+    from oanet.merge.settings import MergeSettings
     from oanet.merge.report import evaluate_merge, print_merge_report
     from oanet.merge.run import run_merge, write_summary
     from oanet.orders import orders_of

@@ -7,7 +7,7 @@ from __future__ import annotations
 import io
 import pickle
 import warnings
-from typing import Any, Container, Optional
+from typing import Any, Container, Optional, Sequence
 
 import numpy as np
 
@@ -136,18 +136,54 @@ def segmentation_to_rle(segmentation: Any, height: int, width: int) -> dict:
     return {"size": [height, width], "counts": counts}
 
 
+def segmentation_runs(segmentation: Any, height: int, width: int) -> np.ndarray:
+    """The run lengths (column-major, zeros first) of a COCO ``segmentation``, checked as
+    :func:`segmentation_to_rle` checks it; a compressed RLE is decoded once, with no mask."""
+    if isinstance(segmentation, dict) and isinstance(segmentation.get("counts"), (str, bytes)):
+        size = segmentation.get("size")
+        if not (isinstance(size, list) and len(size) == 2 and all(is_integer(v) for v in size)) or [
+            int(v) for v in size
+        ] != [height, width]:
+            raise ValueError(f"RLE size {size!r} is not the image's [height, width] {[height, width]}")
+        runs = compressed_rle_runs(segmentation["counts"])
+        if runs is None:
+            raise ValueError("RLE counts are not a valid compressed RLE string")
+    else:
+        runs = compressed_rle_runs(segmentation_to_rle(segmentation, height, width)["counts"])
+    total = int(runs.sum())
+    if total != height * width:
+        raise ValueError(f"RLE counts add up to {total}, not height*width = {height * width}")
+    return runs
+
+
 def _compressed_rle_total(counts: str | bytes) -> Optional[int]:
-    """Sum of the run lengths of a compressed COCO RLE string (pycocotools' ``rleFrString``,
-    vectorised), or None when the string is malformed or holds a negative run."""
-    raw = counts.encode("ascii", "replace") if isinstance(counts, str) else counts
-    chars = np.frombuffer(raw, dtype=np.uint8).astype(np.int64) - 48
+    """Sum of the run lengths of a compressed COCO RLE string, or None when it is malformed."""
+    runs = compressed_rle_runs(counts)
+    return None if runs is None else int(runs.sum())
+
+
+def compressed_rle_runs(counts: str | bytes) -> Optional[np.ndarray]:
+    """The run lengths (zeros first, then ones, alternating; int64) of a compressed COCO RLE string
+    (pycocotools' ``rleFrString``, vectorised), or None when the string is malformed or holds a
+    negative run."""
+    runs = compressed_rle_runs_many([counts])
+    return None if runs is None else runs[0]
+
+
+def compressed_rle_runs_many(counts: Sequence[str | bytes]) -> Optional[list[np.ndarray]]:
+    """:func:`compressed_rle_runs` of many strings in one vectorised pass (one image's RLEs), or None
+    when any of them is malformed (decode them one by one to tell which)."""
+    raws = [c.encode("ascii", "replace") if isinstance(c, str) else c for c in counts]
+    sizes = np.array([len(r) for r in raws], dtype=np.int64)
+    chars = np.frombuffer(b"".join(raws), dtype=np.uint8).astype(np.int64) - 48
     if chars.size == 0:
-        return 0
+        return [np.zeros(0, dtype=np.int64) for _ in raws]
     if chars.min() < 0 or chars.max() > 63:
         return None
     more = (chars & 0x20) != 0
-    if more[-1]:
-        return None  # truncated
+    string_end = np.cumsum(sizes) - 1
+    if more[string_end[sizes > 0]].any():
+        return None  # truncated inside a number
     ends = np.flatnonzero(~more)
     starts = np.concatenate([[0], ends[:-1] + 1])
     lengths = ends - starts + 1
@@ -156,11 +192,20 @@ def _compressed_rle_total(counts: str | bytes) -> Optional[int]:
     shift = 5 * (np.arange(chars.size) - np.repeat(starts, lengths))
     values = np.add.reduceat((chars & 0x1F) << shift, starts)
     values = np.where((chars[ends] & 0x10) != 0, values - (1 << (5 * lengths)), values)
-    # run m > 2 is stored as the difference to run m - 2
-    runs = values.copy()
-    runs[1::2] = np.cumsum(values[1::2])
-    runs[2::2] = np.cumsum(values[2::2])
+    # Run m > 2 is stored as the difference to run m - 2: a cumulative sum along each string's chain
+    # of odd runs and of even runs from m = 2 (run 0 stands alone), all strings at once.
+    owner = np.searchsorted(string_end, ends)
+    per_string = np.bincount(owner, minlength=len(raws))
+    m = np.arange(len(values)) - (np.cumsum(per_string) - per_string)[owner]
+    key = 3 * owner + np.where(m == 0, 0, np.where(m % 2 == 1, 1, 2))
+    order = np.argsort(key, kind="stable")
+    sorted_values, sorted_keys = values[order], key[order]
+    total = np.cumsum(sorted_values)
+    first = np.flatnonzero(np.concatenate([[True], sorted_keys[1:] != sorted_keys[:-1]]))
+    before = np.repeat(total[first] - sorted_values[first], np.diff(np.append(first, len(order))))
+    runs = np.empty_like(values)
+    runs[order] = total - before
     if runs.min() < 0:
         return None
-    return int(runs.sum())
+    return np.split(runs, np.cumsum(per_string)[:-1])
 

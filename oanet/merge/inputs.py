@@ -41,6 +41,15 @@ class MergeInputs:
     semantic_results: dict[Any, list[dict]] = field(default_factory=dict)  # image id -> stuff RLEs
     instances_path: str = ""
     semantic_path: str = ""
+    _categories: Optional[dict] = field(default=None, repr=False, compare=False)
+
+    def categories(self) -> dict:
+        """The label space's category table (:func:`oanet.result.category_table`), built once."""
+        if self._categories is None:
+            from oanet.result import category_table
+
+            self._categories = category_table(self.label_space)
+        return self._categories
 
 
 def read_label_space(images_raw: dict, images_json: str | Path, categories_json: Optional[str | Path]) -> LabelSpace:

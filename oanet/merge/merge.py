@@ -28,6 +28,7 @@ from oanet.config import FusionConfig
 from oanet.data.labels import LabelSpace
 from oanet.errors import ConfigError, DataError
 from oanet.merge.inputs import stuff_indices
+from oanet.merge.settings import MergeSettings  # noqa: F401  (re-exported: oanet.merge.MergeSettings)
 from oanet.model.fusion import panoptic_fusion, paste_order
 from oanet.orders import ORDERS
 
@@ -52,23 +53,6 @@ class Instances:
         masks = decode_rles(rows, info, where or "instances")
         return cls(masks, np.array([r["category_id"] for r in rows], dtype=np.int64),
                    np.array([r["score"] for r in rows], dtype=np.float64))
-
-
-@dataclass
-class MergeSettings:
-    """panopticapi's thresholds (``confidence_thr``, ``overlap_thr``, ``stuff_area_limit``), same defaults."""
-
-    score_thresh: float = 0.5
-    overlap_thresh: float = 0.5
-    stuff_area: float = 64 * 64
-
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.score_thresh <= 1.0:
-            raise ConfigError(f"--score-thresh must be in [0, 1], got {self.score_thresh}")
-        if not 0.0 <= self.overlap_thresh < 1.0:
-            raise ConfigError(f"--overlap-thresh must be in [0, 1), got {self.overlap_thresh}")
-        if self.stuff_area < 0:
-            raise ConfigError(f"--stuff-area must be >= 0, got {self.stuff_area}")
 
 
 def _as_tensor(x: Any, dtype: Optional[torch.dtype] = None, device: Any = None) -> Tensor:

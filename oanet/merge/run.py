@@ -9,6 +9,7 @@ SRM plug-in's measures (:mod:`oanet.evaluation.occlusion`) go there too.
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,11 +21,11 @@ from oanet.data.coco_panoptic import PanopticWriter
 from oanet.errors import make_dir
 from oanet.fileio import write_json_atomic
 from oanet.merge.inputs import MergeInputs, decode_rles, semantic_labels
-from oanet.merge.merge import Instances, MergeSettings, fuse_selected, pasting_order, selected_detections
+from oanet.merge.settings import MergeSettings
 from oanet.orders import order_dir, order_key
 from oanet.parallel import ordered_thread_map
 from oanet.progress import track
-from oanet.result import build_result, category_table
+from oanet.result import build_result
 
 SEGMENT_SCORES = "segment_scores.json"  # per order and PNG: [id, detection score, ranking score] of each thing
 
@@ -35,15 +36,30 @@ class MergedImage:
 
     info: Any
     fused: dict  # order -> (ids, segments) of the PanopticResult written
-    masks: Any  # the pasted detections' masks (bool tensor N x H x W)
+    masks: Any  # the pasted detections' masks (bool tensor N x H x W); None when no measure asked for them
     labels: Any  # their category ids (numpy)
     ranks: dict  # order -> position of each detection in that order's pasting (numpy, 0 = on top)
 
 
 def merge_image(inputs: MergeInputs, info: Any, orders: Sequence[str], ranker: Any, settings: MergeSettings,
-                out_dir: Path) -> tuple[MergedImage, dict]:
-    """Decode one image's inputs, merge it in each of ``orders`` and write its PNGs (in a worker thread).
-    Returns the merge and each order's COCO annotation."""
+                out_dir: Path, keep_masks: bool = True) -> tuple[MergedImage, dict]:
+    """Merge one image in each of ``orders`` and write its PNGs (in a worker thread). Returns the merge
+    and each order's COCO annotation. The score order alone, with no one asking for the masks
+    (``keep_masks``: the order measures), is merged on the RLE runs (:mod:`oanet.merge.runs`): the
+    same output without decoding a mask or importing PyTorch."""
+    if tuple(orders) == ("score",) and not keep_masks:
+        from oanet.merge.runs import merge_score_runs
+
+        fused = {"score": merge_score_runs(inputs, info, settings)}
+        return _write(info, fused, inputs, orders, out_dir, None, np.zeros(0, dtype=np.int64), {})
+    return _merge_dense(inputs, info, orders, ranker, settings, out_dir)
+
+
+def _merge_dense(inputs: MergeInputs, info: Any, orders: Sequence[str], ranker: Any, settings: MergeSettings,
+                 out_dir: Path) -> tuple[MergedImage, dict]:
+    """Every order through OANet's fusion on the decoded masks (PyTorch), with what the measures need."""
+    from oanet.merge.merge import Instances, fuse_selected, pasting_order, selected_detections
+
     where = f"{inputs.instances_path}: image {info.id} ({info.file_name})"
     # Only what the threshold keeps is decoded: detectors write up to 100 results per image, most below it.
     rows = [r for r in inputs.instances.get(info.id, []) if r["score"] >= settings.score_thresh]
@@ -61,14 +77,21 @@ def merge_image(inputs: MergeInputs, info: Any, orders: Sequence[str], ranker: A
         position[pasting_order(det, o, ranking).cpu().numpy()] = np.arange(len(position))
         ranks[o] = position
     labels = inputs.label_space.thing_ids[det["labels"].cpu().numpy()]
-    categories = category_table(inputs.label_space)
+    fused = {o: (ids.cpu().numpy(), segments) for o, (ids, segments) in fused.items()}
+    return _write(info, fused, inputs, orders, out_dir, det["masks"].cpu(), labels, ranks)
+
+
+def _write(info: Any, fused: dict, inputs: MergeInputs, orders: Sequence[str], out_dir: Path, masks: Any,
+           labels: np.ndarray, ranks: dict) -> tuple[MergedImage, dict]:
+    """Each order's PNG written; the merge and each order's COCO annotation."""
+    categories = inputs.categories()
     annotations, results = {}, {}
     for o, (ids, segments) in fused.items():
-        result = build_result(ids.cpu().numpy(), segments, categories, o, info.id, info.file_name)
+        result = build_result(ids, segments, categories, o, info.id, info.file_name)
         annotations[o] = result.to_coco()
         result.save(order_dir(out_dir, o, orders) / "panoptic" / annotations[o]["file_name"])
         results[o] = (result.panoptic, result.segments)
-    return MergedImage(info, results, det["masks"].cpu(), labels, ranks), annotations
+    return MergedImage(info, results, masks, labels, ranks), annotations
 
 
 def run_merge(inputs: MergeInputs, out_dir: str | Path, orders: Sequence[str], ranker: Any, settings: MergeSettings,
@@ -86,9 +109,14 @@ def run_merge(inputs: MergeInputs, out_dir: str | Path, orders: Sequence[str], r
     scores: dict = {order_key(o): {} for o in orders}  # segment_scores.json, for the HTML report's hover
 
     def work(info):
-        return merge_image(inputs, info, orders, ranker, settings, out_dir)
+        return merge_image(inputs, info, orders, ranker, settings, out_dir, keep_masks=measure is not None)
 
-    merged_images = ordered_thread_map(work, inputs.images, max(1, workers), name="oanet-merge")
+    if tuple(orders) == ("score",) and measure is None and workers > 1 and sys.platform.startswith("linux"):
+        merged_images = _in_processes(inputs, settings, out_dir, workers)
+    elif workers <= 1:
+        merged_images = (work(info) for info in inputs.images)  # in this thread: no hand-over per image
+    else:
+        merged_images = ordered_thread_map(work, inputs.images, workers, name="oanet-merge")
     try:
         for merged, annotations in track(merged_images, total=len(inputs.images), desc="merge", unit="img",
                                          disable=not progress):
@@ -115,6 +143,33 @@ def run_merge(inputs: MergeInputs, out_dir: str | Path, orders: Sequence[str], r
     }
     log(f"merged {len(inputs.images)} images in {seconds:.2f} s ({', '.join(orders)} order) -> {out_dir}")
     return summary
+
+
+_WORKER: dict = {}
+
+
+def _in_processes(inputs: MergeInputs, settings: MergeSettings, out_dir: Path, workers: int):
+    """The score order on the RLE runs in forked processes: that path is many small numpy calls, which
+    hold the GIL, so threads would take turns (2 threads ran slower than 1). fork, as panopticapi and
+    :mod:`oanet.evaluation.pq`: the workers inherit the inputs and start in milliseconds."""
+    import multiprocessing
+
+    chunk = max(1, min(16, len(inputs.images) // (8 * workers)))
+    with multiprocessing.get_context("fork").Pool(workers, initializer=_init_worker,
+                                                  initargs=(inputs, settings, out_dir)) as pool:
+        for info, segments, annotation in pool.imap(_merge_in_worker, range(len(inputs.images)), chunksize=chunk):
+            yield MergedImage(info, {"score": (None, segments)}, None, np.zeros(0, dtype=np.int64), {}), annotation
+
+
+def _init_worker(inputs: MergeInputs, settings: MergeSettings, out_dir: Path) -> None:
+    _WORKER.update(inputs=inputs, settings=settings, out_dir=out_dir)
+
+
+def _merge_in_worker(index: int) -> tuple:
+    inputs = _WORKER["inputs"]
+    merged, annotations = merge_image(inputs, inputs.images[index], ("score",), None, _WORKER["settings"],
+                                      _WORKER["out_dir"], keep_masks=False)
+    return merged.info, merged.fused["score"][1], annotations  # the id map stays in the worker: it is written
 
 
 def _round(value: Optional[float]) -> Optional[float]:

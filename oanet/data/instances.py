@@ -113,11 +113,7 @@ def segmentation_to_rle(segmentation: Any, height: int, width: int) -> dict:
         return mask_utils.merge(mask_utils.frPyObjects(polygons, height, width))
     if not (isinstance(segmentation, dict) and "counts" in segmentation and "size" in segmentation):
         raise ValueError(f"unknown segmentation format {type(segmentation).__name__}")
-    size = segmentation["size"]
-    if not (isinstance(size, list) and len(size) == 2 and all(is_integer(v) for v in size)) or [
-        int(v) for v in size
-    ] != [height, width]:
-        raise ValueError(f"RLE size {size!r} is not the image's [height, width] {[height, width]}")
+    _check_rle_size(segmentation["size"], height, width)
     counts = segmentation["counts"]
     if isinstance(counts, list):
         if not all(is_integer(c) and c >= 0 for c in counts):
@@ -136,15 +132,18 @@ def segmentation_to_rle(segmentation: Any, height: int, width: int) -> dict:
     return {"size": [height, width], "counts": counts}
 
 
+def _check_rle_size(size: Any, height: int, width: int) -> None:
+    if not (isinstance(size, list) and len(size) == 2 and all(is_integer(v) for v in size)) or [
+        int(v) for v in size
+    ] != [height, width]:
+        raise ValueError(f"RLE size {size!r} is not the image's [height, width] {[height, width]}")
+
+
 def segmentation_runs(segmentation: Any, height: int, width: int) -> np.ndarray:
     """The run lengths (column-major, zeros first) of a COCO ``segmentation``, checked as
     :func:`segmentation_to_rle` checks it; a compressed RLE is decoded once, with no mask."""
     if isinstance(segmentation, dict) and isinstance(segmentation.get("counts"), (str, bytes)):
-        size = segmentation.get("size")
-        if not (isinstance(size, list) and len(size) == 2 and all(is_integer(v) for v in size)) or [
-            int(v) for v in size
-        ] != [height, width]:
-            raise ValueError(f"RLE size {size!r} is not the image's [height, width] {[height, width]}")
+        _check_rle_size(segmentation.get("size"), height, width)
         runs = compressed_rle_runs(segmentation["counts"])
         if runs is None:
             raise ValueError("RLE counts are not a valid compressed RLE string")

@@ -54,11 +54,17 @@ def _covered(a: Intervals, points: np.ndarray) -> np.ndarray:
     return (k >= 0) & (a[1][np.maximum(k, 0)] > points)
 
 
+def _elementary(a: Intervals, b: Intervals) -> Intervals:
+    """The pieces between consecutive distinct endpoints of ``a`` and ``b``: each lies wholly inside or
+    outside every interval of both (no empty piece)."""
+    points = np.sort(np.concatenate([a[0], a[1], b[0], b[1]]))
+    points = points[np.concatenate([[True], points[1:] != points[:-1]])]
+    return points[:-1], points[1:]
+
+
 def _combine(a: Intervals, b: Intervals, keep_a_only: bool) -> Intervals:
     """``a \\ b`` (``keep_a_only``) or ``a | b``, on the elementary pieces between all endpoints."""
-    points = np.sort(np.concatenate([a[0], a[1], b[0], b[1]]))
-    points = points[np.concatenate([[True], points[1:] != points[:-1]])]  # no empty pieces
-    lo, hi = points[:-1], points[1:]
+    lo, hi = _elementary(a, b)
     in_a, in_b = _covered(a, lo), _covered(b, lo)
     keep = in_a & ~in_b if keep_a_only else in_a | in_b
     return merge_touching(lo[keep], hi[keep])
@@ -96,9 +102,7 @@ def labelled_difference(regions: dict[int, Intervals], b: Intervals) -> dict[int
     label = np.repeat(np.fromiter(regions, dtype=np.int64, count=len(regions)), [len(r[0]) for r in regions.values()])
     order = np.argsort(starts, kind="stable")
     starts, ends, label = starts[order], ends[order], label[order]
-    points = np.sort(np.concatenate([starts, ends, b[0], b[1]]))
-    points = points[np.concatenate([[True], points[1:] != points[:-1]])]
-    lo, hi = points[:-1], points[1:]
+    lo, hi = _elementary((starts, ends), b)
     # Elementary pieces (not joined yet: two regions may touch); each lies in one region's interval.
     k = np.searchsorted(starts, lo, side="right") - 1
     keep = (k >= 0) & (ends[np.maximum(k, 0)] > lo) & ~_covered(b, lo)

@@ -34,6 +34,27 @@ def intervals_of_runs(runs: np.ndarray) -> Intervals:
     return merge_touching(starts[nonempty], ends[nonempty])
 
 
+def intervals_of_runs_many(runs: Sequence[np.ndarray]) -> list[Intervals]:
+    """:func:`intervals_of_runs` of many masks' run lengths in one pass (one image's RLEs)."""
+    if not runs:
+        return []
+    sizes = np.array([len(r) for r in runs])
+    flat = np.concatenate(runs)
+    mask = np.repeat(np.arange(len(runs)), sizes)
+    local = np.arange(flat.size) - np.repeat(np.cumsum(sizes) - sizes, sizes)  # index within its mask
+    end = np.cumsum(flat) - np.repeat(np.cumsum([0] + [int(r.sum()) for r in runs[:-1]]), sizes)
+    start = end - flat
+    ones = (local % 2 == 1) & (flat > 0)  # odd runs are ones
+    start, end, mask = start[ones], end[ones], mask[ones]
+    if not start.size:
+        return [(_EMPTY, _EMPTY) for _ in runs]
+    breaks = np.flatnonzero((start[1:] != end[:-1]) | (mask[1:] != mask[:-1]))  # join only within a mask
+    first, last = np.concatenate([[0], breaks + 1]), np.concatenate([breaks, [len(start) - 1]])
+    start, end, mask = start[first], end[last], mask[first]
+    split = np.searchsorted(mask, np.arange(len(runs) + 1))
+    return [(start[split[k]:split[k + 1]], end[split[k]:split[k + 1]]) for k in range(len(runs))]
+
+
 def merge_touching(starts: np.ndarray, ends: np.ndarray) -> Intervals:
     """Sorted disjoint intervals with those that touch (one's end is the next's start) joined."""
     if starts.size < 2:
@@ -147,17 +168,20 @@ def paint(pieces: Sequence[Intervals], height: int, width: int) -> np.ndarray:
 
 
 def boxes(pieces: Sequence[Intervals], height: int) -> list[list[int]]:
-    """COCO ``[x, y, w, h]`` of each non-empty piece set. A run that wraps to the next column spans
-    rows 0..H-1 (it ends one column at the bottom and starts the next at the top)."""
-    out = []
-    for starts, ends in pieces:
-        x0, x1 = starts // height, (ends - 1) // height
-        one_column = x0 == x1
-        y0 = np.where(one_column, starts % height, 0)
-        y1 = np.where(one_column, (ends - 1) % height, height - 1)
-        left, top = int(x0.min()), int(y0.min())
-        out.append([left, top, int(x1.max()) - left + 1, int(y1.max()) - top + 1])
-    return out
+    """COCO ``[x, y, w, h]`` of each non-empty piece set, all sets at once. A run that wraps to the next
+    column spans rows 0..H-1 (it ends one column at the bottom and starts the next at the top)."""
+    if not pieces:
+        return []
+    starts = np.concatenate([p[0] for p in pieces])
+    ends = np.concatenate([p[1] for p in pieces]) - 1
+    first = np.cumsum([0] + [len(p[0]) for p in pieces[:-1]])  # each set's first interval
+    x0, x1 = starts // height, ends // height
+    one_column = x0 == x1
+    y0 = np.where(one_column, starts % height, 0)
+    y1 = np.where(one_column, ends % height, height - 1)
+    left, top = np.minimum.reduceat(x0, first), np.minimum.reduceat(y0, first)
+    right, bottom = np.maximum.reduceat(x1, first), np.maximum.reduceat(y1, first)
+    return np.stack([left, top, right - left + 1, bottom - top + 1], axis=1).tolist()
 
 
 def _runs(row: dict, info: ImageInfo, path: str) -> Intervals:
@@ -176,7 +200,7 @@ def masks_of(rows: Sequence[dict], info: ImageInfo, path: str) -> list[Intervals
     runs = compressed_rle_runs_many([r["segmentation"]["counts"] for r in rows]) if plain else None
     if runs is None or any(int(r.sum()) != info.height * info.width for r in runs):
         return [_runs(row, info, path) for row in rows]
-    return [intervals_of_runs(r) for r in runs]
+    return intervals_of_runs_many(runs)
 
 
 def paste_things(rows: Sequence[dict], info: ImageInfo, path: str, max_covered: float) -> tuple[list, list, Intervals]:

@@ -28,10 +28,7 @@ _EMPTY = np.zeros(0, dtype=np.int64)
 
 def intervals_of_runs(runs: np.ndarray) -> Intervals:
     """The ones of RLE run lengths (zeros first) as merged, non-empty intervals."""
-    bounds = np.concatenate([[0], np.cumsum(runs)])
-    starts, ends = bounds[1:-1:2], bounds[2::2]
-    nonempty = ends > starts
-    return merge_touching(starts[nonempty], ends[nonempty])
+    return intervals_of_runs_many([runs])[0]
 
 
 def intervals_of_runs_many(runs: Sequence[np.ndarray]) -> list[Intervals]:

@@ -43,16 +43,21 @@ class MergedImage:
 
 def merge_image(inputs: MergeInputs, info: Any, orders: Sequence[str], ranker: Any, settings: MergeSettings,
                 out_dir: Path, keep_masks: bool = True) -> tuple[MergedImage, dict]:
-    """Merge one image in each of ``orders`` and write its PNGs (in a worker thread). Returns the merge
-    and each order's COCO annotation. The score order alone, with no one asking for the masks
-    (``keep_masks``: the order measures), is merged on the RLE runs (:mod:`oanet.merge.runs`): the
-    same output without decoding a mask or importing PyTorch."""
-    if tuple(orders) == ("score",) and not keep_masks:
+    """Merge one image in each of ``orders`` and write its PNGs (in a worker). Returns the merge and each
+    order's COCO annotation. See :func:`_on_runs` for when the RLE runs are merged instead of masks."""
+    if _on_runs(orders, keep_masks):
         from oanet.merge.runs import merge_score_runs
 
         fused = {"score": merge_score_runs(inputs, info, settings)}
         return _write(info, fused, inputs, orders, out_dir, None, np.zeros(0, dtype=np.int64), {})
     return _merge_dense(inputs, info, orders, ranker, settings, out_dir)
+
+
+def _on_runs(orders: Sequence[str], keep_masks: bool) -> bool:
+    """The score order alone, with no one asking for the masks (``keep_masks``: the order measures), is
+    merged on the RLE runs (:mod:`oanet.merge.runs`): the same output without decoding a mask or
+    importing PyTorch. The SRM reads masks, so its order goes through OANet's fusion."""
+    return tuple(orders) == ("score",) and not keep_masks
 
 
 def _merge_dense(inputs: MergeInputs, info: Any, orders: Sequence[str], ranker: Any, settings: MergeSettings,
@@ -111,7 +116,7 @@ def run_merge(inputs: MergeInputs, out_dir: str | Path, orders: Sequence[str], r
     def work(info):
         return merge_image(inputs, info, orders, ranker, settings, out_dir, keep_masks=measure is not None)
 
-    if tuple(orders) == ("score",) and measure is None and workers > 1 and sys.platform.startswith("linux"):
+    if _on_runs(orders, measure is not None) and workers > 1 and sys.platform.startswith("linux"):
         merged_images = _in_processes(inputs, settings, out_dir, workers)
     elif workers <= 1:
         merged_images = (work(info) for info in inputs.images)  # in this thread: no hand-over per image

@@ -24,6 +24,7 @@ from oanet.result import fused_segments
 
 Intervals = tuple[np.ndarray, np.ndarray]
 _EMPTY = np.zeros(0, dtype=np.int64)
+_EMPTY.flags.writeable = False  # returned as "no intervals" by many functions: nobody may fill it
 
 
 def intervals_of_runs(runs: np.ndarray) -> Intervals:
@@ -113,13 +114,9 @@ def _by_label(starts: np.ndarray, ends: np.ndarray, labels: np.ndarray) -> dict[
 
 def labelled_difference(regions: dict[int, Intervals], b: Intervals) -> dict[int, Intervals]:
     """``{label: r \\ b}`` for disjoint ``regions``, in one pass over all their intervals."""
-    starts = np.concatenate([r[0] for r in regions.values()] + [_EMPTY])
+    starts, ends, label = _sorted_labelled(list(regions.values()), list(regions))
     if not starts.size:
         return {}
-    ends = np.concatenate([r[1] for r in regions.values()] + [_EMPTY])
-    label = np.repeat(np.fromiter(regions, dtype=np.int64, count=len(regions)), [len(r[0]) for r in regions.values()])
-    order = np.argsort(starts, kind="stable")
-    starts, ends, label = starts[order], ends[order], label[order]
     lo, hi = _elementary((starts, ends), b)
     # Elementary pieces (not joined yet: two regions may touch); each lies in one region's interval.
     k = np.searchsorted(starts, lo, side="right") - 1
@@ -239,27 +236,23 @@ def stuff_regions(inputs: Any, info: ImageInfo) -> dict[int, Intervals]:
         return {}
     indices = space.stuff_index([r["category_id"] for r in rows])
     masks = masks_of(rows, info, inputs.semantic_path)
-    if not _disjoint(masks):  # a semantic model's masks are; otherwise the first listed keeps the overlap
+    starts, ends, labels = _sorted_labelled(masks, indices)
+    if (starts[1:] < ends[:-1]).any():  # overlapping masks (a semantic model's are not): the first listed keeps it
         claimed, pieces = (_EMPTY, _EMPTY), []
         for mask in masks:
             pieces.append(difference(mask, claimed))
             claimed = union(claimed, mask)
-        masks = pieces
-    starts = np.concatenate([m[0] for m in masks])
-    ends = np.concatenate([m[1] for m in masks])
-    labels = np.repeat(indices, [len(m[0]) for m in masks])
-    order = np.argsort(starts, kind="stable")
-    return _by_label(starts[order], ends[order], labels[order])
+        starts, ends, labels = _sorted_labelled(pieces, indices)
+    return _by_label(starts, ends, labels)
 
 
-def _disjoint(masks: Sequence[Intervals]) -> bool:
-    """Whether no pixel is in two of ``masks``: sorted by start, no interval reaches past the next one's start."""
-    if len(masks) < 2:
-        return True
-    starts = np.concatenate([m[0] for m in masks])
-    ends = np.concatenate([m[1] for m in masks])
+def _sorted_labelled(masks: Sequence[Intervals], labels: Sequence[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """All intervals of ``masks`` sorted by start, with the label of the mask each comes from."""
+    starts = np.concatenate([m[0] for m in masks] + [_EMPTY])
+    ends = np.concatenate([m[1] for m in masks] + [_EMPTY])
+    label = np.repeat(np.asarray(labels, dtype=np.int64), [len(m[0]) for m in masks])
     order = np.argsort(starts, kind="stable")
-    return bool((starts[order][1:] >= ends[order][:-1]).all())
+    return starts[order], ends[order], label[order]
 
 
 def merge_score_runs(inputs: Any, info: ImageInfo, settings: Any) -> tuple[np.ndarray, list[dict]]:
